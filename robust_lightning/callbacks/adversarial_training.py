@@ -1,0 +1,96 @@
+"""AdversarialTraining: replace (part of) each training batch by adversarial inputs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from robust_lightning.attacks.base import Attack
+from robust_lightning.attacks.core import attack_mode
+from robust_lightning.callbacks._common import RankGenerator, precision_context
+from robust_lightning.protocol import index_batch, protocol_method, replace_batch_contents
+
+__all__ = ["AdversarialTraining"]
+
+
+class AdversarialTraining(Callback):
+    """Inject adversarial inputs before every training step (adversarial training).
+
+    In ``on_train_batch_start`` the callback asks the module for the inputs to perturb
+    (``attack_inputs``) and the loss to maximise (``attack_loss``), runs ``attack`` on the
+    unwrapped LightningModule (never through the DDP wrapper), and hands the result to
+    ``training_step`` through ``with_adversarial_inputs``. Modules that define none of these
+    get the cross-entropy defaults, so a plain ``(x, y)`` LightningModule works unchanged.
+
+    Args:
+        attack: the attack that crafts training inputs, e.g. ``PGD(eps="8/255", steps=10)``.
+        model_mode: mode the model runs in while attacked: ``"eval"`` (BatchNorm running stats,
+            no dropout) or ``"train"``; running statistics are restored either way.
+        start_epoch: first epoch (0-based) with adversarial inputs; earlier epochs train clean.
+        ratio: fraction of each batch replaced by adversarial inputs (a random subset); 1.0
+            attacks every sample.
+        seed: seed of the attack's random starts and subset choice; ``None`` derives it from
+            ``seed_everything``. Each rank uses its own stream.
+    """
+
+    def __init__(
+        self,
+        attack: Attack,
+        model_mode: Literal["eval", "train"] = "eval",
+        start_epoch: int = 0,
+        ratio: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(attack, Attack) and not callable(attack):
+            raise TypeError(f"attack must be an Attack (e.g. PGD(...)), got {type(attack).__name__}")
+        if model_mode not in ("eval", "train"):
+            raise ValueError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ValueError(f"start_epoch must be an int >= 0, got {start_epoch!r}")
+        if not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+        self.attack = attack
+        self.model_mode = model_mode
+        self.start_epoch = start_epoch
+        self.ratio = float(ratio)
+        self._rng = RankGenerator(seed)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch < self.start_epoch:
+            return
+        inputs = protocol_method(pl_module, "attack_inputs")(batch)
+        generator = self._rng.get(inputs.device, trainer.global_rank)
+        batch_size = inputs.shape[0]
+        subset = None
+        attacked_batch, attacked_inputs = batch, inputs
+        if self.ratio < 1.0:
+            count = round(self.ratio * batch_size)
+            if count == 0:
+                return
+            subset = torch.randperm(batch_size, generator=generator, device=inputs.device)[:count]
+            attacked_batch = index_batch(batch, subset, batch_size)
+            attacked_inputs = inputs[subset]
+        attack_loss = protocol_method(pl_module, "attack_loss")
+
+        def loss_fn(x: torch.Tensor) -> torch.Tensor:
+            return attack_loss(x, attacked_batch)
+
+        with attack_mode(pl_module, self.model_mode), precision_context(trainer):
+            inputs_adv = self.attack(loss_fn, attacked_inputs, generator=generator)
+        if subset is not None:
+            partial_adv = inputs.detach().clone()
+            partial_adv[subset] = inputs_adv.to(partial_adv.dtype)
+            inputs_adv = partial_adv
+        new_batch = protocol_method(pl_module, "with_adversarial_inputs")(batch, inputs_adv)
+        replace_batch_contents(batch, new_batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator_state": self._rng.state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng.load_state(state_dict.get("generator_state"))

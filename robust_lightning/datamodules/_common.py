@@ -1,0 +1,275 @@
+"""Pieces shared by the in-memory image datamodules.
+
+Both datamodules hold their whole dataset as one tensor (digits: float32, CIFAR-10: uint8) and
+differ only in how they read and split it, so the dataset wrapper, the seeded stratified split,
+the dataloader construction and the argument checks live here once.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "InMemoryImageDataModule",
+    "TensorImageDataset",
+    "check_fraction",
+    "check_int_at_least",
+    "check_non_negative_int",
+    "check_optional_positive_int",
+    "check_positive_int",
+    "stratified_permutation",
+]
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; `batch_size=True` is a bug, not a batch of one.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` as an int, or raises if it is not a positive int.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not an int greater than zero.
+    """
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_non_negative_int(name: str, value: Any) -> int:
+    """Returns ``value`` as an int, or raises if it is not an int >= 0.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not an int greater than or equal to zero.
+    """
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def check_int_at_least(name: str, value: Any, minimum: int, reason: str = "") -> int:
+    """Returns ``value`` as an int, or raises if it is not an int >= ``minimum``.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+        minimum: Smallest allowed value.
+        reason: Optional explanation appended to the error message.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not an int greater than or equal to ``minimum``.
+    """
+    if not _is_int(value) or value < minimum:
+        suffix = f" ({reason})" if reason else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{suffix}, got {value!r}")
+    return int(value)
+
+
+def check_optional_positive_int(name: str, value: Any) -> int | None:
+    """Like :func:`check_positive_int` but lets ``None`` through.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+
+    Returns:
+        ``None`` or ``int(value)``.
+
+    Raises:
+        ValueError: If ``value`` is neither ``None`` nor a positive int.
+    """
+    if value is None:
+        return None
+    if not _is_int(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    return int(value)
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """Returns ``value`` as a float, or raises if it is not in ``[0, 1)``.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not a real number in ``[0, 1)``.
+    """
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def stratified_permutation(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Seeded permutation of ``range(len(labels))`` whose every prefix is class-balanced.
+
+    Each sample gets the key ``(rank within its class + 0.5) / class size`` with a random rank,
+    and samples are sorted by that key (random tie-break). Taking the first ``k`` indices then
+    gives each class ``k * class_size / n`` samples up to rounding, so callers can cut exact
+    split sizes from one permutation and still get stratified splits. The generator is local:
+    global RNG state is neither read nor changed.
+
+    Args:
+        labels: Integer class labels, shape ``(n,)``.
+        seed: Seed of the local ``numpy.random.Generator``.
+
+    Returns:
+        An int64 array holding a permutation of ``range(n)``.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels), dtype=np.float64)
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        ranks = rng.permutation(len(members))
+        keys[members] = (ranks + 0.5) / len(members)
+    tie_break = rng.random(len(labels))
+    # lexsort sorts by the last key first.
+    return np.lexsort((tie_break, keys)).astype(np.int64)
+
+
+class TensorImageDataset(Dataset[tuple[Tensor, Tensor]]):
+    """Images and labels held in memory, yielding ``(image, label)`` pairs.
+
+    uint8 images are converted to float in ``[0, 1]`` per item, after the transform, so a
+    dataset can be stored compactly and augmented with uint8 kernels; float images are
+    returned as they are (after the transform).
+
+    Args:
+        images: ``(N, C, H, W)`` uint8 or floating tensor.
+        labels: ``(N,)`` integer tensor; stored as int64.
+        transform: Optional callable applied to one ``(C, H, W)`` image before conversion.
+
+    Raises:
+        ValueError: If shapes or dtypes do not fit.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},) to match images, "
+                f"got {tuple(labels.shape)}"
+            )
+        if labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        if image.dtype == torch.uint8:
+            image = image.to(torch.float32).div_(255.0)
+        return image, self.labels[index]
+
+
+class InMemoryImageDataModule(LightningDataModule):
+    """Dataloader plumbing for datamodules whose ``setup`` fills three in-memory datasets.
+
+    Subclasses set ``train_dataset``, ``val_dataset`` and ``test_dataset`` in ``setup``;
+    ``predict_dataloader`` serves the test set.
+
+    Args:
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation, test and predict; ``None`` uses
+            ``batch_size``.
+        num_workers: DataLoader worker processes; 0 loads in the main process.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else check_positive_int("eval_batch_size", eval_batch_size)
+        )
+        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.train_dataset: TensorImageDataset | None = None
+        self.val_dataset: TensorImageDataset | None = None
+        self.test_dataset: TensorImageDataset | None = None
+
+    def _loader(
+        self, dataset: TensorImageDataset | None, split: str, batch_size: int, shuffle: bool
+    ) -> DataLoader[tuple[Tensor, Tensor]]:
+        if dataset is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no {split} set yet: call setup() first "
+                "(the Trainer does it for you; by hand, e.g. dm.setup('fit'))"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            # Re-forking workers every epoch costs more than the tiny datasets themselves.
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        """Shuffled training batches ``[images, labels]``."""
+        return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        """Validation batches ``[images, labels]`` in a fixed order."""
+        return self._loader(self.val_dataset, "validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        """Test batches ``[images, labels]`` in a fixed order."""
+        return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        """The test set, for ``Trainer.predict``."""
+        return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)

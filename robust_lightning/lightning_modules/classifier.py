@@ -1,0 +1,222 @@
+"""RobustClassifier: standard, PGD-AT, FGSM-RS and TRADES training of an image classifier.
+
+Recipes:
+    * ``standard``: empirical risk minimisation on clean inputs.
+    * ``pgd_at``: Madry et al. 2018, Eq. (2.1): minimise the cross-entropy of PGD examples.
+    * ``fgsm_rs``: Wong et al. 2020 ("Fast is better than free"): one FGSM step from a uniform
+      random start, ``alpha = 1.25 * eps``.
+    * ``trades``: Zhang et al. 2019, Eq. (5): ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with
+      ``x'`` maximising the KL term (PGD from ``x + 0.001 * N(0, I)``, as in their code).
+
+Adversarial recipes attach an :class:`~robust_lightning.callbacks.AdversarialTraining`
+callback through ``configure_callbacks``, so the attack runs through the same module protocol
+that user modules get; TRADES overrides ``attack_loss`` and ``with_adversarial_inputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from robust_lightning.attacks.base import FGSM, PGD, Attack
+from robust_lightning.attacks.core import Norm, parse_budget
+from robust_lightning.callbacks.adversarial_training import AdversarialTraining
+from robust_lightning.nn.layers import Normalize
+from robust_lightning.protocol import AdversarialMixin, split_batch
+
+__all__ = ["RECIPES", "RobustClassifier"]
+
+Recipe = Literal["standard", "pgd_at", "fgsm_rs", "trades"]
+RECIPES: tuple[str, ...] = ("standard", "pgd_at", "fgsm_rs", "trades")
+
+# TRADES starts its inner maximisation at x + 0.001 * N(0, I): at x itself the KL term is at
+# its minimum and has zero gradient (Zhang et al.'s reference code, trades.py).
+TRADES_START_STD = 0.001
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+class RobustClassifier(AdversarialMixin, pl.LightningModule):
+    """An image classifier trained with a robustness recipe.
+
+    Args:
+        backbone: ``nn.Module`` mapping normalised images to logits (e.g. ``SmallCNN``,
+            ``PreActResNet18``); in YAML, a ``class_path``/``init_args`` block.
+        num_classes: number of classes; checked against the backbone's output.
+        mean: per-channel mean of the inner :class:`Normalize` layer.
+        std: per-channel std of the inner :class:`Normalize` layer.
+        recipe: ``"standard"``, ``"pgd_at"``, ``"fgsm_rs"`` or ``"trades"``.
+        eps: training budget (float or ``"8/255"``).
+        alpha: step size; ``None`` uses the recipe's default (``eps/4`` for PGD-AT and TRADES,
+            ``1.25 * eps`` for FGSM-RS).
+        steps: attack steps for PGD-AT and TRADES.
+        norm: ``"linf"`` or ``"l2"``.
+        trades_beta: the TRADES trade-off ``beta`` (1/lambda in the paper; 6.0 is their CIFAR-10
+            choice).
+        attack_model_mode: ``"eval"`` or ``"train"`` mode while crafting training attacks.
+        optimizer: callable building the optimizer from the parameters.
+        lr_scheduler: optional callable building a scheduler from the optimizer.
+        scheduler_interval: step the scheduler every ``"epoch"`` or ``"step"``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 10,
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        recipe: Recipe = "standard",
+        eps: float | str = "8/255",
+        alpha: float | str | None = None,
+        steps: int = 10,
+        norm: Norm = "linf",
+        trades_beta: float = 6.0,
+        attack_model_mode: Literal["eval", "train"] = "eval",
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if trades_beta < 0:
+            raise ValueError(f"trades_beta must be >= 0, got {trades_beta!r}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        # The backbone and callables are rebuilt from the saved config, not pickled into the
+        # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
+        self.model = nn.Sequential(Normalize(mean, std), backbone)
+        self.num_classes = num_classes
+        self.recipe = recipe
+        self.eps = parse_budget(eps, "eps")
+        self.trades_beta = float(trades_beta)
+        self.attack_model_mode = attack_model_mode
+        self.training_attack = self._build_training_attack(recipe, self.eps, alpha, steps, norm)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._trades_clean: tuple[Tensor, Tensor] | None = None
+        self._output_checked = False
+
+    @staticmethod
+    def _build_training_attack(
+        recipe: str, eps: float, alpha: float | str | None, steps: int, norm: Norm
+    ) -> Attack | None:
+        step = None if alpha is None else parse_budget(alpha, "alpha")
+        if recipe == "pgd_at":
+            return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm, random_start=True)
+        if recipe == "fgsm_rs":
+            return FGSM(eps=eps, random_start=True, alpha=step, norm=norm)
+        if recipe == "trades":
+            return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm,
+                       random_start=TRADES_START_STD, name="trades_kl")
+        return None
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        if self.training_attack is None:
+            return []
+        # Lightning asks again on every fit/test call; the callback attached the first time
+        # (with its generator state) stays.
+        if self._trainer is not None and any(
+            isinstance(c, AdversarialTraining) and c.attack is self.training_attack
+            for c in self.trainer.callbacks
+        ):
+            return []
+        return [AdversarialTraining(self.training_attack, model_mode=self.attack_model_mode)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        if not self._output_checked:
+            if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"backbone returned shape {tuple(logits.shape)}, expected (B, num_classes="
+                    f"{self.num_classes}); check the backbone's num_classes"
+                )
+            self._output_checked = True
+        return logits
+
+    # -- module protocol (TRADES overrides) ----------------------------------------------
+    def _trades_training(self) -> bool:
+        return self.recipe == "trades" and self._trainer is not None and self.trainer.training
+
+    def attack_loss(self, inputs: Tensor, batch: Any) -> Tensor:
+        """Per-sample loss the attack maximises.
+
+        TRADES training maximises ``KL(f(x) || f(x'))`` (Zhang et al. 2019, Eq. 5, inner max);
+        every other case, evaluation attacks included, maximises the cross-entropy.
+        """
+        if not self._trades_training():
+            return super().attack_loss(inputs, batch)
+        clean = split_batch(batch)[0]
+        if self._trades_clean is None or self._trades_clean[0] is not clean:
+            with torch.no_grad():
+                self._trades_clean = (clean, F.softmax(self(clean).float(), dim=1))
+        clean_probs = self._trades_clean[1]
+        log_probs_adv = F.log_softmax(self(inputs).float(), dim=1)
+        return F.kl_div(log_probs_adv, clean_probs, reduction="none").sum(dim=1)
+
+    def with_adversarial_inputs(self, batch: Any, inputs_adv: Tensor) -> Any:
+        """PGD-AT/FGSM-RS replace the inputs; TRADES keeps both: ``[x, y, x_adv]``."""
+        if not self._trades_training():
+            return super().with_adversarial_inputs(batch, inputs_adv)
+        self._trades_clean = None
+        x, y = split_batch(batch)
+        return [x, y, inputs_adv]
+
+    # -- steps -------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = split_batch(batch)
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        if self.recipe == "trades" and isinstance(batch, (list, tuple)) and len(batch) == 3:
+            logits_adv = self(batch[2])
+            robust = F.kl_div(F.log_softmax(logits_adv.float(), dim=1),
+                              F.softmax(logits.float(), dim=1), reduction="batchmean")
+            self.log("train/trades_kl", robust.detach())
+            loss = loss + self.trades_beta * robust
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def _evaluation_step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = split_batch(batch)
+        logits = self(x)
+        metric(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]
+        return F.softmax(self(inputs), dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

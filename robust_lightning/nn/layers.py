@@ -1,0 +1,74 @@
+"""Small layers shared by several methods."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as the model's first layer.
+
+    Keeping normalisation inside the model means every attack budget is expressed in the
+    [0, 1] input space the DataModules emit (eps = 8/255 means the same thing everywhere).
+
+    Args:
+        mean: one value per channel.
+        std: one positive value per channel.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or len(mean) == 0:
+            raise ValueError(
+                f"mean and std must have the same non-zero length (one per channel), got "
+                f"{len(mean)} and {len(std)}"
+            )
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"Normalize expects images (B, {self.mean.shape[1]}, H, W), got shape {tuple(x.shape)}"
+            )
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, coefficient: float) -> Tensor:  # type: ignore[override]
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return -ctx.coefficient * grad, None
+
+
+class GradientReversal(nn.Module):
+    """Identity forward, ``-coefficient * grad`` backward (Ganin & Lempitsky 2015, Eq. 13).
+
+    Args:
+        coefficient: the lambda that scales the reversed gradient; settable between steps
+            (domain-adversarial training ramps it up).
+    """
+
+    def __init__(self, coefficient: float = 1.0) -> None:
+        super().__init__()
+        if coefficient < 0:
+            raise ValueError(f"coefficient must be >= 0, got {coefficient}")
+        self.coefficient = float(coefficient)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ReverseGrad.apply(x, self.coefficient)
+
+    def extra_repr(self) -> str:
+        return f"coefficient={self.coefficient}"
