@@ -1,6 +1,7 @@
 """Shared layers and backbones (pure torch, usable without Lightning)."""
 
 from robust_lightning.nn.backbones import PreActResNet18, SmallCNN
-from robust_lightning.nn.layers import GradientReversal, Normalize
+from robust_lightning.nn.grl import GradientReversal, dann_lambda, grad_reverse
+from robust_lightning.nn.layers import Normalize
 
-__all__ = ["GradientReversal", "Normalize", "PreActResNet18", "SmallCNN"]
+__all__ = ["GradientReversal", "Normalize", "PreActResNet18", "SmallCNN", "dann_lambda", "grad_reverse"]

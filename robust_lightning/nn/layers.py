@@ -40,35 +40,3 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
-
-
-class _ReverseGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, coefficient: float) -> Tensor:  # type: ignore[override]
-        ctx.coefficient = coefficient
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return -ctx.coefficient * grad, None
-
-
-class GradientReversal(nn.Module):
-    """Identity forward, ``-coefficient * grad`` backward (Ganin & Lempitsky 2015, Eq. 13).
-
-    Args:
-        coefficient: the lambda that scales the reversed gradient; settable between steps
-            (domain-adversarial training ramps it up).
-    """
-
-    def __init__(self, coefficient: float = 1.0) -> None:
-        super().__init__()
-        if coefficient < 0:
-            raise ValueError(f"coefficient must be >= 0, got {coefficient}")
-        self.coefficient = float(coefficient)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _ReverseGrad.apply(x, self.coefficient)
-
-    def extra_repr(self) -> str:
-        return f"coefficient={self.coefficient}"
