@@ -28,6 +28,7 @@ __all__ = [
     "PROTOCOL_METHODS",
     "batch_size_of",
     "index_batch",
+    "logits_of",
     "protocol_method",
     "split_batch",
 ]
@@ -67,11 +68,13 @@ def index_batch(batch: Any, index: Tensor, batch_size: int) -> Any:
     if isinstance(batch, Mapping):
         return {k: index_batch(v, index, batch_size) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(index_batch(v, index, batch_size) for v in batch)
+        items = [index_batch(v, index, batch_size) for v in batch]
+        # namedtuples (what default_collate makes of namedtuple samples) take positional fields
+        return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)
     return batch
 
 
-def _logits_of(module: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+def logits_of(module: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
     logits = module(inputs)
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != inputs.shape[0]:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -94,7 +97,7 @@ def default_attack_inputs(module: nn.Module, batch: Any) -> Tensor:
 
 def default_attack_loss(module: nn.Module, inputs: Tensor, batch: Any) -> Tensor:
     target = split_batch(batch)[1]
-    logits = _logits_of(module, inputs, target)
+    logits = logits_of(module, inputs, target)
     return F.cross_entropy(logits.float(), target.long(), reduction="none")
 
 
@@ -103,13 +106,17 @@ def default_with_adversarial_inputs(module: nn.Module, batch: Any, inputs_adv: T
     if isinstance(batch, Mapping):
         x_key = next(k for k in _INPUT_KEYS if k in batch)
         return {**batch, x_key: inputs_adv}
-    return type(batch)([inputs_adv, *batch[1:]]) if isinstance(batch, list) else (inputs_adv, *batch[1:])
+    if isinstance(batch, list):
+        return type(batch)([inputs_adv, *batch[1:]])
+    if hasattr(batch, "_fields"):  # a namedtuple keeps its type
+        return type(batch)(inputs_adv, *batch[1:])
+    return (inputs_adv, *batch[1:])
 
 
 @torch.no_grad()
 def default_prediction_correct(module: nn.Module, inputs: Tensor, batch: Any) -> Tensor:
     target = split_batch(batch)[1]
-    return _logits_of(module, inputs, target).argmax(dim=1) == target
+    return logits_of(module, inputs, target).argmax(dim=1) == target
 
 
 _DEFAULTS: dict[str, Callable[..., Any]] = {

@@ -8,6 +8,7 @@ YAML configs read like papers.
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 from robust_lightning.attacks.core import (
     NORMS,
     Bounds,
+    _check_bounds,
     LossFn,
     Norm,
     eps_tag,
@@ -52,7 +54,8 @@ class Attack(ABC):
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
-        self.bounds = (float(bounds[0]), float(bounds[1]))
+        # Checked here, not only when the attack first runs (possibly epochs into training).
+        self.bounds = _check_bounds(bounds)
         self._name = name
 
     @property
@@ -111,6 +114,10 @@ class PGD(Attack):
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        if not isinstance(random_start, bool) and not (
+            isinstance(random_start, (int, float)) and math.isfinite(random_start) and random_start >= 0
+        ):
+            raise ValueError(f"random_start must be a bool or a noise std >= 0, got {random_start!r}")
         self.steps = steps
         self.random_start = random_start
 
