@@ -1,15 +1,16 @@
 """robust_lightning: adversarial-robustness training methods for PyTorch Lightning."""
 
-from robust_lightning.attacks import FGSM, PGD, Attack, attack_mode, fgsm, pgd
-from robust_lightning.callbacks import AdversarialTraining, RobustnessEvaluation
+from robust_lightning.attacks import APGD, FGSM, PGD, Attack, TransferAttack, apgd, attack_mode, fgsm, pgd
+from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening, RobustnessEvaluation
 from robust_lightning.datamodules import CIFAR10DataModule, DigitsDataModule
 from robust_lightning.lightning_modules import RobustClassifier
-from robust_lightning.nn import GradientReversal, Normalize, PreActResNet18, SmallCNN
+from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APGD",
     "FGSM",
     "PGD",
     "AdversarialMixin",
@@ -18,11 +19,15 @@ __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "GradientReversal",
+    "LaplacianSharpen",
+    "LaplacianSharpening",
     "Normalize",
     "PreActResNet18",
     "RobustClassifier",
     "RobustnessEvaluation",
     "SmallCNN",
+    "TransferAttack",
+    "apgd",
     "attack_mode",
     "fgsm",
     "pgd",

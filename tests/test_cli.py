@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from robust_lightning.cli import main
-from tests.data.cifar10 import write_fake_cifar10
+from tests.data.cli_overrides import EXTRA_SETUP, OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = REPO / "configs"
@@ -20,13 +20,10 @@ CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))
 
 
 def _data_overrides(config: Path, tmp_path: Path) -> list[str]:
-    """Point configs at small generated data instead of real datasets."""
+    """Point configs at small generated data instead of real datasets (tests/data/cli_overrides)."""
     data_class = yaml.safe_load(config.read_text()).get("data", {}).get("class_path", "")
-    if data_class.endswith("CIFAR10DataModule"):
-        root = write_fake_cifar10(tmp_path / "cifar10", n_train_per_batch=8, n_test=16)
-        return [f"--data.init_args.data_dir={root}", "--data.init_args.num_workers=0",
-                "--data.init_args.batch_size=8"]
-    return []
+    override = OVERRIDES.get(data_class.rsplit(".", 1)[-1])
+    return override(tmp_path) if override is not None else []
 
 
 def test_configs_exist() -> None:
@@ -36,6 +33,9 @@ def test_configs_exist() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_ROOT)))
 def test_config_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    setup = EXTRA_SETUP.get(str(config.relative_to(CONFIG_ROOT)))
+    if setup is not None:
+        setup(tmp_path)
     args = ["fit", "--config", str(config), "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false", *_data_overrides(config, tmp_path)]
     cli = main(args)

@@ -1,6 +1,25 @@
-"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`) and config-friendly classes."""
+"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`) and config-friendly classes."""
 
+from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, PGD, Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, fgsm, parse_budget, pgd
+from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.transfer import TransferAttack, load_surrogate
 
-__all__ = ["FGSM", "PGD", "Attack", "attack_mode", "eps_tag", "fgsm", "parse_budget", "pgd"]
+__all__ = [
+    "APGD",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "TransferAttack",
+    "apgd",
+    "attack_mode",
+    "dlr_loss",
+    "eps_tag",
+    "fgsm",
+    "load_surrogate",
+    "parse_budget",
+    "pgd",
+    "targeted_dlr_loss",
+    "worst_case_robustness",
+]

@@ -1,6 +1,7 @@
-"""Callbacks that attack during training and evaluate robustness."""
+"""Callbacks that attack during training, evaluate robustness and apply input defences."""
 
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
-from robust_lightning.callbacks.robustness_evaluation import RobustnessEvaluation
+from robust_lightning.callbacks.robustness_evaluation import SANITY_CHECKS, RobustnessEvaluation
+from robust_lightning.callbacks.sharpening import LaplacianSharpening
 
-__all__ = ["AdversarialTraining", "RobustnessEvaluation"]
+__all__ = ["SANITY_CHECKS", "AdversarialTraining", "LaplacianSharpening", "RobustnessEvaluation"]

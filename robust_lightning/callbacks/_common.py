@@ -11,6 +11,8 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 
+from robust_lightning.protocol import logits_of, protocol_method, split_batch
+
 # Ranks draw from distinct streams; a large odd stride keeps them from overlapping.
 _RANK_SEED_STRIDE = 1_000_003
 
@@ -83,3 +85,18 @@ def precision_context(trainer: pl.Trainer) -> contextlib.AbstractContextManager:
     attack's forward/backward run in autocast while the perturbation stays in the input dtype.
     """
     return trainer.precision_plugin.forward_context()
+
+
+def run_attack(attack: Any, pl_module: pl.LightningModule, batch: Any, inputs: Tensor,
+               generator: torch.Generator | None) -> Tensor:
+    """Run ``attack`` on ``inputs`` of ``batch`` through the module protocol.
+
+    Attacks that need class logits and targets (APGD-DLR, transfer attacks) get the module's
+    logits and the batch targets; every other attack maximises the protocol's ``attack_loss``.
+    """
+    if getattr(attack, "requires_logits", False):
+        target = split_batch(batch)[1]
+        return attack.perturb_logits(lambda x: logits_of(pl_module, x, target), inputs, target,
+                                     generator=generator)
+    attack_loss = protocol_method(pl_module, "attack_loss")
+    return attack(lambda x: attack_loss(x, batch), inputs, generator=generator)

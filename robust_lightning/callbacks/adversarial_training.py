@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode
-from robust_lightning.callbacks._common import RankGenerator, precision_context
+from robust_lightning.callbacks._common import RankGenerator, precision_context, run_attack
 from robust_lightning.protocol import index_batch, protocol_method, replace_batch_contents
 
 __all__ = ["AdversarialTraining"]
@@ -75,13 +75,8 @@ class AdversarialTraining(Callback):
             subset = torch.randperm(batch_size, generator=generator, device=inputs.device)[:count]
             attacked_batch = index_batch(batch, subset, batch_size)
             attacked_inputs = inputs[subset]
-        attack_loss = protocol_method(pl_module, "attack_loss")
-
-        def loss_fn(x: torch.Tensor) -> torch.Tensor:
-            return attack_loss(x, attacked_batch)
-
         with attack_mode(pl_module, self.model_mode), precision_context(trainer):
-            inputs_adv = self.attack(loss_fn, attacked_inputs, generator=generator)
+            inputs_adv = run_attack(self.attack, pl_module, attacked_batch, attacked_inputs, generator)
         if subset is not None:
             partial_adv = inputs.detach().clone()
             partial_adv[subset] = inputs_adv.to(partial_adv.dtype)
