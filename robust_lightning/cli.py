@@ -10,13 +10,16 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["RobustLightningCLI", "main"]
+__all__ = ["RobustLightningCLI", "evolve", "main"]
 
 DEFAULT_RUN_DIR = "runs"
 
@@ -46,8 +49,56 @@ def _checkpoints_into_run_dir(trainer: pl.Trainer) -> None:
             callback.dirpath = os.path.join(run_dir, "checkpoints")
 
 
+def _previous_last_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest ``last.ckpt`` of an earlier run with the same logger folder, if any.
+
+    Every run writes into its own versioned folder, so Lightning's ``ckpt_path="last"``
+    (which looks only in this run's checkpoint folder) would never find the checkpoint of the
+    run being resumed. Resuming reads the earlier run and writes a new version: nothing of the
+    interrupted run is overwritten.
+    """
+    if trainer.log_dir is None or not trainer.loggers:
+        return None
+    run_dir = Path(trainer.log_dir).resolve()
+    candidates = [path for path in run_dir.parent.glob("*/checkpoints/last*.ckpt")
+                  if path.resolve().parent.parent != run_dir]
+    if not candidates:
+        return None
+    return str(max(candidates, key=lambda path: path.stat().st_mtime_ns))
+
+
 class RobustLightningCLI(LightningCLI):
-    """LightningCLI for robust_lightning modules, DataModules and callbacks."""
+    """LightningCLI for robust_lightning modules, DataModules and callbacks.
+
+    ``--ckpt_path last`` resumes from the newest ``last.ckpt`` among the earlier runs of the
+    same logger folder (``runs/<name>/version_*/checkpoints/``); the resumed run gets a new
+    version folder.
+    """
+
+    def _resolve_last_checkpoint(self) -> None:
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        found = _previous_last_checkpoint(self.trainer)
+        if found is None:
+            rank_zero_warn("ckpt_path=last, but no earlier run of this logger folder has a last.ckpt; "
+                           "starting from scratch")
+            config["ckpt_path"] = None
+        else:
+            rank_zero_info(f"Resuming from {found}")
+            config["ckpt_path"] = found
+
+    def before_fit(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_validate(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_test(self) -> None:
+        self._resolve_last_checkpoint()
+
+    def before_predict(self) -> None:
+        self._resolve_last_checkpoint()
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -66,11 +117,49 @@ class RobustLightningCLI(LightningCLI):
         super().__init__(pl.LightningModule, pl.LightningDataModule, *args, **kwargs)
 
 
-def main(args: list[str] | None = None) -> RobustLightningCLI:
-    """Console entry point (``robust-lightning`` and ``python -m robust_lightning``)."""
+def evolve_parser() -> Any:
+    """Parser of ``robust-lightning evolve``: the arguments of NERO-Net's search.
+
+    Every :class:`~robust_lightning.lightning_modules.nero_net.NeroNetSearch` argument is an
+    option (``--offspring 4``, ``--fitness.eps 8/255``, ``--data.init_args.image_size 16``...),
+    ``--config`` reads them from YAML and ``--resume RUN_DIR`` continues a killed search.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from robust_lightning.lightning_modules.nero_net.search import NeroNetSearch
+
+    parser = ArgumentParser(prog="robust-lightning evolve",
+                            description="NERO-Net: evolve adversarially robust CNNs with a (1+lambda)-ES.")
+    parser.add_argument("--config", action=ActionConfigFile, help="search config YAML (configs/nero_net/evolve/)")
+    parser.add_class_arguments(NeroNetSearch, None, fail_untyped=True)
+    return parser
+
+
+def evolve(args: list[str]) -> Any:
+    """``robust-lightning evolve``: run (or ``--resume``) a NERO-Net search; returns it."""
+    parser = evolve_parser()
+    config = parser.parse_args(args)
+    init = parser.instantiate(config)
+    init_kwargs = {k: v for k, v in vars(init).items() if k != "config"}
+    from robust_lightning.lightning_modules.nero_net.search import NeroNetSearch
+
+    search = NeroNetSearch(**init_kwargs)
+    search.run()
+    return search
+
+
+def main(args: list[str] | None = None) -> Any:
+    """Console entry point (``robust-lightning`` and ``python -m robust_lightning``).
+
+    ``evolve`` (NERO-Net's architecture search) has its own parser; every other subcommand is
+    LightningCLI's (``fit``/``validate``/``test``/``predict``).
+    """
     # W&B must never try to reach the network unless the user opts in.
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "evolve":
+        return evolve(argv[1:])
     return RobustLightningCLI(args=args)
 
 

@@ -71,6 +71,7 @@ def test_fit_saves_config_and_checkpoints_per_run_and_test_reloads(
     metrics = tested.trainer.callback_metrics
     assert "test/acc" in metrics and "test/robust_acc/pgd10_linf_eps0.1" in metrics
     assert float(metrics["test/robust_acc/pgd10_linf_eps0.1"]) <= float(metrics["test/robust_acc/clean"])
+    assert (Path(tested.trainer.log_dir) / "robustness_test.csv").is_file(), "test writes its report"
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

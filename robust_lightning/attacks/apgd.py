@@ -116,6 +116,7 @@ def _apgd_run(
     lo: float,
     hi: float,
     generator: torch.Generator | None,
+    random_start: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run; returns (max-loss point, its loss, first-found adversarial point or NaN mask)."""
     batch = x.shape[0]
@@ -127,7 +128,8 @@ def _apgd_run(
         (grad,) = torch.autograd.grad(loss.sum(), point)
         return loss.detach().float(), grad.detach(), None if success is None else success.detach()
 
-    x_adv = _project(_random_start(x, eps_b, norm, generator), x, eps_b, norm, lo, hi)
+    start = _random_start(x, eps_b, norm, generator) if random_start else x
+    x_adv = _project(start, x, eps_b, norm, lo, hi)
     loss, grad, success = loss_and_grad(x_adv)
     found = torch.zeros(batch, dtype=torch.bool, device=x.device)
     x_found = x_adv.clone()
@@ -191,6 +193,7 @@ def _apgd(
     n_restarts: int,
     bounds: Bounds,
     generator: torch.Generator | None,
+    random_start: bool = True,
 ) -> Tensor:
     lo, hi = _check_bounds(bounds)
     if norm not in ("linf", "l2"):
@@ -219,8 +222,11 @@ def _apgd(
             return loss, success
 
         best_x, best_loss, done = None, None, None
-        for _ in range(n_restarts):
-            x_run, loss_run, found = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator)
+        for restart in range(n_restarts):
+            # Without a random start the first run begins at x (Algorithm 1 allows any x0 in
+            # the ball); restarts are random either way, or they would repeat the first run.
+            x_run, loss_run, found = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator,
+                                               random_start=random_start or restart > 0)
             if best_x is None:
                 best_x, best_loss, done = x_run, loss_run, found
                 continue
@@ -243,12 +249,15 @@ def apgd(
     n_restarts: int = 1,
     bounds: Bounds = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    random_start: bool = True,
 ) -> Tensor:
     """APGD on an arbitrary per-sample loss (Croce & Hein 2020, Algorithm 1).
 
-    Returns, per sample, the iterate with the highest loss over all restarts.
+    Returns, per sample, the iterate with the highest loss over all restarts. With
+    ``random_start=False`` the first run starts at ``x`` (deterministic evaluations).
     """
-    return _apgd(lambda point: (loss_fn(point), None), x, eps, steps, norm, n_restarts, bounds, generator)
+    return _apgd(lambda point: (loss_fn(point), None), x, eps, steps, norm, n_restarts, bounds, generator,
+                 random_start)
 
 
 class APGD(Attack):
@@ -268,6 +277,9 @@ class APGD(Attack):
         n_target_classes: for ``dlr_targeted``, the number of most likely other classes used as
             targets (9 in AutoAttack), each a separate run.
         bounds: valid input range.
+        random_start: start the first run at a random point of the ball (AutoAttack does);
+            ``False`` starts at the input, which makes the attack deterministic (restarts stay
+            random).
         name: metric name override; defaults to ``apgd-ce_linf_eps8`` etc.
     """
 
@@ -280,9 +292,12 @@ class APGD(Attack):
         loss: ApgdLoss = "ce",
         n_target_classes: int = 9,
         bounds: Bounds = (0.0, 1.0),
+        random_start: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
+        if not isinstance(random_start, bool):
+            raise ValueError(f"random_start must be a bool, got {random_start!r}")
         if loss not in ("ce", "dlr", "dlr_targeted"):
             raise ValueError(f"loss must be 'ce', 'dlr' or 'dlr_targeted', got {loss!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
@@ -295,6 +310,7 @@ class APGD(Attack):
         self.n_restarts = n_restarts
         self.loss = loss
         self.n_target_classes = n_target_classes
+        self.random_start = random_start
 
     @property
     def kind(self) -> str:  # type: ignore[override]
@@ -313,7 +329,8 @@ class APGD(Attack):
                 "perturb_logits(logits_fn, x, target), as the robust_lightning callbacks do"
             )
         return apgd(loss_fn, x, eps=self.eps, steps=self.steps, norm=self.norm,
-                    n_restarts=self.n_restarts, bounds=self.bounds, generator=generator)
+                    n_restarts=self.n_restarts, bounds=self.bounds, generator=generator,
+                    random_start=self.random_start)
 
     def perturb_logits(
         self,
@@ -331,7 +348,7 @@ class APGD(Attack):
             return objective
 
         run = lambda objective: _apgd(objective, x, self.eps, self.steps, self.norm,  # noqa: E731
-                                      self.n_restarts, self.bounds, generator)
+                                      self.n_restarts, self.bounds, generator, self.random_start)
         if self.loss == "ce":
             return run(objective_for(lambda z: F.cross_entropy(z.float(), target, reduction="none")))
         if self.loss == "dlr":
@@ -354,7 +371,7 @@ class APGD(Attack):
                 return targeted_dlr_loss(logits, t, c), logits.argmax(dim=1) != t
 
             sub_adv = _apgd(objective, x[sub], self.eps, self.steps, self.norm, self.n_restarts,
-                            self.bounds, generator)
+                            self.bounds, generator, self.random_start)
             with torch.no_grad(), torch.inference_mode(False):
                 sub_fooled = logits_fn(sub_adv).argmax(dim=1) != sub_target
             x_adv[sub] = sub_adv

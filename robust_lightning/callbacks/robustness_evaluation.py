@@ -8,7 +8,8 @@ Carlini et al. 2019, "On Evaluating Adversarial Robustness"):
 * the worst case over all attacks (``worst_case=True``), AutoAttack-style: a sample is robust
   only if it survives every attack, and each attack runs only on still-robust samples;
 * sanity checks for broken evaluations and gradient masking, warned about and logged as
-  ``<stage>/sanity/<check>`` flags (1 = the sign was seen) and W&B summary entries.
+  ``<stage>/sanity/<check>`` metrics (1 = the sign was seen) and W&B summary booleans
+  ``<stage>/sanity_flags/<check>``.
 """
 
 from __future__ import annotations
@@ -266,8 +267,10 @@ class RobustnessEvaluation(Callback):
                 rank_zero_warn(f"RobustnessEvaluation ({stage}): {SANITY_CHECKS[flag]} [{stage}/sanity/{flag}]")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
+                # A key of its own: the logged metric of the same name would overwrite the
+                # summary entry with its last float value when the epoch's metrics are flushed.
                 for flag, raised in flags.items():
-                    logger.experiment.summary[f"{stage}/sanity/{flag}"] = raised
+                    logger.experiment.summary[f"{stage}/sanity_flags/{flag}"] = raised
 
     # -- report: CSV table and accuracy-vs-eps plot -------------------------------------------
     def report_rows(self, stage: str) -> list[dict[str, Any]]:
@@ -285,13 +288,20 @@ class RobustnessEvaluation(Callback):
                                  "accuracy": results[group]})
         return rows
 
-    @rank_zero_only
     def write_report(self, trainer: pl.Trainer, stage: str) -> Path | None:
-        """Write the CSV (and the plot for sweeps) into the run dir; log them to W&B."""
+        """Write the CSV (and the plot for sweeps) into the run dir; log them to W&B.
+
+        Called on every rank: ``trainer.log_dir`` is a collective under DDP, so it is resolved
+        everywhere and only rank 0 writes.
+        """
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        return self._write_report(trainer, stage, run_dir)
+
+    @rank_zero_only
+    def _write_report(self, trainer: pl.Trainer, stage: str, run_dir: Path) -> Path | None:
         rows = self.report_rows(stage)
         if not rows:
             return None
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         table_path = run_dir / f"robustness_{stage}.csv"
         with table_path.open("w", newline="") as handle:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 __all__ = [
+    "EpochShuffleSampler",
     "InMemoryImageDataModule",
     "TensorImageDataset",
     "check_fraction",
@@ -207,6 +208,33 @@ class TensorImageDataset(Dataset[tuple[Tensor, Tensor]]):
         return image, self.labels[index]
 
 
+class EpochShuffleSampler(RandomSampler):
+    """A shuffle that is a pure function of ``(seed, epoch)``.
+
+    A plain ``shuffle=True`` loader draws its order from the global RNG, whose state a resumed
+    run cannot reproduce; this sampler makes epoch ``e`` of a run resumed from a checkpoint see
+    exactly the batches of the uninterrupted run. Lightning calls :meth:`set_epoch` before
+    every epoch; it is a ``RandomSampler``, so under DDP Lightning still swaps in a shuffling
+    ``DistributedSampler`` (which is seeded per epoch the same way).
+
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: base seed; ``None`` takes ``torch.initial_seed()`` (what ``seed_everything`` set).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.seed = int(torch.initial_seed() if seed is None else seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):  # type: ignore[override]
+        generator = torch.Generator().manual_seed((self.seed + 1_000_003 * self.epoch) % 2**63)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
 class InMemoryImageDataModule(LightningDataModule):
     """Dataloader plumbing for datamodules whose ``setup`` fills three in-memory datasets.
 
@@ -252,14 +280,14 @@ class InMemoryImageDataModule(LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(dataset) if shuffle else None,
             num_workers=self.num_workers,
             # Re-forking workers every epoch costs more than the tiny datasets themselves.
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
-        """Shuffled training batches ``[images, labels]``."""
+        """Shuffled training batches ``[images, labels]``, reproducible per epoch after resuming."""
         return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
