@@ -4,6 +4,7 @@ from robust_lightning.attacks import APGD, FGSM, PGD, Attack, TransferAttack, ap
 from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening, RobustnessEvaluation
 from robust_lightning.datamodules import CIFAR10DataModule, DigitsDataModule
 from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
 
@@ -21,6 +22,8 @@ __all__ = [
     "GradientReversal",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "NeroNetClassifier",
+    "NeroNetSearch",
     "Normalize",
     "PreActResNet18",
     "RobustClassifier",
