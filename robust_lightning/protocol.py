@@ -74,7 +74,11 @@ def index_batch(batch: Any, index: Tensor, batch_size: int) -> Any:
     return batch
 
 
-def logits_of(module: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+def logits_of(module: nn.Module, inputs: Tensor, target: Tensor | None) -> Tensor:
+    """``module(inputs)``, checked to be ``(B, C)`` logits (and ``target`` to be ``(B,)`` ints).
+
+    ``target=None`` skips the target check, for attacks that query sub-batches.
+    """
     logits = module(inputs)
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != inputs.shape[0]:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -83,12 +87,20 @@ def logits_of(module: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
             f"({inputs.shape[0]}, C), got {shape}; define attack_loss(inputs, batch) on the "
             "LightningModule for other outputs"
         )
-    if target.shape != (inputs.shape[0],) or target.dtype not in (torch.int64, torch.int32):
+    if target is not None:
+        check_class_targets(inputs, target)
+    return logits
+
+
+def check_class_targets(inputs: Tensor, target: Tensor) -> None:
+    """Raise a clear error unless ``target`` holds one integer class per input."""
+    if not isinstance(target, Tensor) or target.shape != (inputs.shape[0],) or target.dtype not in (
+        torch.int64, torch.int32
+    ):
         raise ValueError(
             f"the default attack loss expects integer class targets of shape ({inputs.shape[0]},), "
             f"got {target.dtype} {tuple(target.shape)}"
         )
-    return logits
 
 
 def default_attack_inputs(module: nn.Module, batch: Any) -> Tensor:

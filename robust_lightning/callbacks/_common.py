@@ -11,7 +11,7 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 
-from robust_lightning.protocol import logits_of, protocol_method, split_batch
+from robust_lightning.protocol import check_class_targets, logits_of, protocol_method, split_batch
 
 # Ranks draw from distinct streams; a large odd stride keeps them from overlapping.
 _RANK_SEED_STRIDE = 1_000_003
@@ -96,7 +96,9 @@ def run_attack(attack: Any, pl_module: pl.LightningModule, batch: Any, inputs: T
     """
     if getattr(attack, "requires_logits", False):
         target = split_batch(batch)[1]
-        return attack.perturb_logits(lambda x: logits_of(pl_module, x, target), inputs, target,
+        check_class_targets(inputs, target)
+        # Targeted APGD queries sub-batches, so the closure cannot check against the full target.
+        return attack.perturb_logits(lambda x: logits_of(pl_module, x, None), inputs, target,
                                      generator=generator)
     attack_loss = protocol_method(pl_module, "attack_loss")
     return attack(lambda x: attack_loss(x, batch), inputs, generator=generator)

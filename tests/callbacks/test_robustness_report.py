@@ -247,3 +247,22 @@ def test_flags_and_report_reach_weights_and_biases(helpers, monkeypatch):
         logger.experiment.finish()
     assert summary["test/sanity_flags/acc_rises_with_eps"] is True
     assert "test/robustness_table" in summary and "test/robustness_plot" in summary
+
+
+def test_logit_attacks_run_through_the_callback_on_sub_batches(helpers):
+    """APGD-T attacks the still-unfooled subset per target class: a regression test."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from robust_lightning import APGD, RobustClassifier
+    from tests.data.trained import digits_tensors, trained_digits_model
+
+    model = RobustClassifier(trained_digits_model(seed=0, width=16)[1], mean=[0.5], std=[0.5])
+    x, y = digits_tensors("test")
+    attacks = [APGD(eps=0.05, steps=5, loss="dlr"), APGD(eps=0.05, steps=5, loss="dlr_targeted", n_target_classes=3)]
+    trainer = helpers.make_trainer([RobustnessEvaluation(attacks, worst_case=True)])
+    (results,) = trainer.test(model, DataLoader(TensorDataset(x[:48], y[:48]), batch_size=20), verbose=False)
+    clean = results["test/robust_acc/clean"]
+    for attack in attacks:
+        assert results[f"test/robust_acc/{attack.name}"] < clean
+    assert results["test/robust_acc/worst_case_linf_eps0.05"] <= min(
+        results[f"test/robust_acc/{a.name}"] for a in attacks)
