@@ -2,8 +2,15 @@
 
 from robust_lightning.attacks import APGD, FGSM, PGD, Attack, TransferAttack, apgd, attack_mode, fgsm, pgd
 from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening, RobustnessEvaluation
-from robust_lightning.datamodules import CIFAR10DataModule, DigitsDataModule
+from robust_lightning.datamodules import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    DomainGeneralizationDataModule,
+    ImageFolderDataModule,
+    SyntheticDigitsDataModule,
+)
 from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
@@ -18,8 +25,11 @@ __all__ = [
     "AdversarialTraining",
     "Attack",
     "CIFAR10DataModule",
+    "DRSFClassifier",
     "DigitsDataModule",
+    "DomainGeneralizationDataModule",
     "GradientReversal",
+    "ImageFolderDataModule",
     "LaplacianSharpen",
     "LaplacianSharpening",
     "NeroNetClassifier",
@@ -29,6 +39,7 @@ __all__ = [
     "RobustClassifier",
     "RobustnessEvaluation",
     "SmallCNN",
+    "SyntheticDigitsDataModule",
     "TransferAttack",
     "apgd",
     "attack_mode",

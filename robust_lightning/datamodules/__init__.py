@@ -12,3 +12,11 @@ __all__ = [
     "InMemoryImageDataModule",
     "TensorImageDataset",
 ]
+
+from robust_lightning.datamodules.domain_generalization import (  # noqa: E402
+    DomainGeneralizationDataModule,
+    ImageFolderDataModule,
+)
+from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule  # noqa: E402
+
+__all__ += ["DomainGeneralizationDataModule", "ImageFolderDataModule", "SyntheticDigitsDataModule"]
