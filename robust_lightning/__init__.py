@@ -10,6 +10,7 @@ from robust_lightning.datamodules import (
     SyntheticDigitsDataModule,
 )
 from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
@@ -23,6 +24,7 @@ __all__ = [
     "PGD",
     "AdversarialMixin",
     "AdversarialTraining",
+    "AudioQualityGRL",
     "Attack",
     "CIFAR10DataModule",
     "DRSFClassifier",

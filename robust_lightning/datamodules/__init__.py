@@ -1,22 +1,32 @@
-"""LightningDataModules. Every one yields ``[inputs, labels]`` batches with float images in
-``[0, 1]``; normalisation is a layer of the model, so attack budgets mean the same everywhere.
+"""LightningDataModules. Images are float tensors in ``[0, 1]``, audio waveforms in ``[-1, 1]``;
+normalisation is a layer of the model, so attack budgets mean the same everywhere.
 """
 
 from robust_lightning.datamodules._common import InMemoryImageDataModule, TensorImageDataset
+from robust_lightning.datamodules.audio_quality import (
+    AudioMOSTrack2DataModule,
+    AudioQualityCSVDataModule,
+    SpuriousCueSpeechDataModule,
+    generate_spurious_cue_corpus,
+)
 from robust_lightning.datamodules.cifar10 import CIFAR10DataModule
 from robust_lightning.datamodules.digits import DigitsDataModule
-
-__all__ = [
-    "CIFAR10DataModule",
-    "DigitsDataModule",
-    "InMemoryImageDataModule",
-    "TensorImageDataset",
-]
-
-from robust_lightning.datamodules.domain_generalization import (  # noqa: E402
+from robust_lightning.datamodules.domain_generalization import (
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
 )
-from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule  # noqa: E402
+from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
 
-__all__ += ["DomainGeneralizationDataModule", "ImageFolderDataModule", "SyntheticDigitsDataModule"]
+__all__ = [
+    "AudioMOSTrack2DataModule",
+    "AudioQualityCSVDataModule",
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "DomainGeneralizationDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataModule",
+    "SpuriousCueSpeechDataModule",
+    "SyntheticDigitsDataModule",
+    "TensorImageDataset",
+    "generate_spurious_cue_corpus",
+]
