@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from robust_lightning import ops
@@ -14,31 +13,14 @@ from robust_lightning import ops
 __all__ = ["LaplacianSharpen", "laplacian_sharpen"]
 
 
-class _Sharpen(torch.autograd.Function):
-    """Forward through the fused op; backward through the reference's autograd graph.
-
-    White-box attacks must be able to differentiate through the defence (an adaptive attacker
-    does), and the native kernel has no backward of its own.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, strength: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.strength = strength
-        return ops.laplacian_sharpen(x, strength)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(True)
-            out = ops._reference_laplacian_sharpen(x_, ctx.strength)
-            (grad_x,) = torch.autograd.grad(out, x_, grad)
-        return grad_x, None
-
-
 def laplacian_sharpen(x: Tensor, strength: float) -> Tensor:
-    """Differentiable ``clip(x - strength * lap(x), 0, 1)`` on ``(B, C, H, W)`` images in [0, 1]."""
+    """Differentiable ``clip(x - strength * lap(x), 0, 1)`` on ``(B, C, H, W)`` images in [0, 1].
+
+    ``lap`` is the depthwise 4-neighbour Laplacian ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]`` with
+    replicate padding. Runs the fused ``robust_lightning.ops.laplacian_sharpen`` (native kernel
+    when built, else the PyTorch reference); both are differentiable, so an adaptive attacker
+    can take gradients through the defence.
+    """
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"laplacian_sharpen expects float images (B, C, H, W), got {shape}")
@@ -47,7 +29,7 @@ def laplacian_sharpen(x: Tensor, strength: float) -> Tensor:
         raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
     if strength == 0:
         return x
-    return _Sharpen.apply(x, strength)
+    return ops.laplacian_sharpen(x, strength)
 
 
 class LaplacianSharpen(nn.Module):
