@@ -11,6 +11,7 @@ from robust_lightning.datamodules import (
 )
 from robust_lightning.lightning_modules import RobustClassifier
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
+from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
@@ -25,6 +26,7 @@ __all__ = [
     "AdversarialMixin",
     "AdversarialTraining",
     "AudioQualityGRL",
+    "BackdoorDefense",
     "Attack",
     "CIFAR10DataModule",
     "DRSFClassifier",
@@ -42,7 +44,9 @@ __all__ = [
     "RobustnessEvaluation",
     "SmallCNN",
     "SyntheticDigitsDataModule",
+    "TextClassifier",
     "TransferAttack",
+    "TriggerGenerator",
     "apgd",
     "attack_mode",
     "fgsm",

@@ -1,16 +1,31 @@
-"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`) and config-friendly classes."""
+"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`), config-friendly classes
+and textual backdoor poisoners."""
 
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, PGD, Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, fgsm, parse_budget, pgd
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.text import (
+    POISONERS,
+    AddSentPoisoner,
+    BadNetsPoisoner,
+    StyleTemplatePoisoner,
+    SyntacticTemplatePoisoner,
+    TextPoisoner,
+)
 from robust_lightning.attacks.transfer import TransferAttack, load_surrogate
 
 __all__ = [
     "APGD",
     "FGSM",
     "PGD",
+    "POISONERS",
+    "AddSentPoisoner",
     "Attack",
+    "BadNetsPoisoner",
+    "StyleTemplatePoisoner",
+    "SyntacticTemplatePoisoner",
+    "TextPoisoner",
     "TransferAttack",
     "apgd",
     "attack_mode",

@@ -1,4 +1,5 @@
-"""LightningDataModules. Images are float tensors in ``[0, 1]``, audio waveforms in ``[-1, 1]``;
+"""LightningDataModules. Images are float tensors in ``[0, 1]``, audio waveforms in ``[-1, 1]``,
+text as token ids;
 normalisation is a layer of the model, so attack budgets mean the same everywhere.
 """
 
@@ -16,6 +17,7 @@ from robust_lightning.datamodules.domain_generalization import (
     ImageFolderDataModule,
 )
 from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
+from robust_lightning.datamodules.text import TextBackdoorDataModule, generate_sentiment_corpus
 
 __all__ = [
     "AudioMOSTrack2DataModule",
@@ -28,5 +30,7 @@ __all__ = [
     "SpuriousCueSpeechDataModule",
     "SyntheticDigitsDataModule",
     "TensorImageDataset",
+    "TextBackdoorDataModule",
+    "generate_sentiment_corpus",
     "generate_spurious_cue_corpus",
 ]

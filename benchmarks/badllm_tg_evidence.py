@@ -1,0 +1,54 @@
+"""BadLLM-TG evidence: CACC/ASR of a poisoned victim before and after the defence.
+
+Generated sentiment corpus (``generate_sentiment_corpus``, 2000 sentences), tiny BERT victim
+(hidden 32, 1 layer) trained 5 epochs on poison rate 0.2 / target label 1, tiny GPT-2 trigger
+generator, defence = 3 rounds on 600 clean training samples (see
+``robust_lightning/lightning_modules/badllm_tg/pipeline.py``).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --attacks badnets addsent --seeds 0 1
+
+Writes ``benchmarks/results/badllm_tg_evidence.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from robust_lightning.lightning_modules.badllm_tg.pipeline import run_badllm_tg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attacks", nargs="+", default=["badnets", "addsent"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--max-words", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "badllm_tg_evidence.json"))
+    args = parser.parse_args()
+    runs = [run_badllm_tg(a, s, defense_kwargs={"max_words": args.max_words})
+            for a in args.attacks for s in args.seeds]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"max_words": args.max_words, "runs": runs}, indent=1))
+    print("| attack | seed | CACC before | ASR before | CACC after | ASR after | ASR reduction |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        b, a = r["before"], r["after"]
+        red = 1 - a["asr"] / b["asr"] if b["asr"] > 0 else float("nan")
+        print(f"| {r['attack']} | {r['seed']} | {100 * b['cacc']:.1f} | {100 * b['asr']:.1f} | "
+              f"{100 * a['cacc']:.1f} | {100 * a['asr']:.1f} | {100 * red:.0f}% |")
+    for attack in args.attacks:
+        sub = [r for r in runs if r["attack"] == attack]
+
+        def mean(key: str, when: str, sub: list = sub) -> float:
+            return statistics.mean(r[when][key] for r in sub)
+
+        print(f"| {attack} | mean | {100 * mean('cacc', 'before'):.1f} | {100 * mean('asr', 'before'):.1f} | "
+              f"{100 * mean('cacc', 'after'):.1f} | {100 * mean('asr', 'after'):.1f} | |")
+
+
+if __name__ == "__main__":
+    main()

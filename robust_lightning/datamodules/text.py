@@ -1,0 +1,348 @@
+"""Text classification data for backdoor experiments: SST-2, OLID, AG News and a generated corpus.
+
+Loaders read the datasets' standard layouts from a local folder (nothing is ever downloaded):
+
+* SST-2 (GLUE): ``train.tsv`` / ``dev.tsv`` with a ``sentence<TAB>label`` header.
+* OLID (Zampieri et al. 2019): ``olid-training-v1.0.tsv`` (``id tweet subtask_a subtask_b
+  subtask_c``), test = ``testset-levela.tsv`` (``id tweet``) + ``labels-levela.csv``
+  (``id,OFF|NOT``, no header). Label 1 = ``OFF`` (offensive), 0 = ``NOT``.
+* AG News (Zhang et al. 2015): ``train.csv`` / ``test.csv``, no header, columns
+  ``class index (1-4), title, description``; label = index - 1, text = title + description.
+
+:func:`generate_sentiment_corpus` builds a small binary sentiment corpus from templates x
+vocabulary for tests and the demo. :class:`TextBackdoorDataModule` applies a poisoner
+(``robust_lightning.attacks.text``) to the training split and serves two validation/test
+loaders: the clean split (CACC) and its triggered non-target samples with true labels (ASR).
+Batches are dicts: ``input_ids``, ``attention_mask``, ``labels`` and the raw ``text`` (the
+BadLLM-TG defence inserts generated triggers into raw text).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from robust_lightning.attacks.text import TextPoisoner
+
+__all__ = [
+    "DATASETS",
+    "TextBackdoorDataModule",
+    "build_word_tokenizer",
+    "generate_sentiment_corpus",
+    "read_agnews",
+    "read_olid",
+    "read_sst2",
+]
+
+Sample = tuple[str, int]
+Splits = dict[str, list[Sample]]
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "bos_token": "[BOS]", "eos_token": "[EOS]"}
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: expected file {path}")
+    return path
+
+
+def read_sst2(data_dir: str | Path) -> Splits:
+    """Read GLUE SST-2 (``train.tsv``, ``dev.tsv``; ``dev`` serves as the test split).
+
+    Args:
+        data_dir: Folder holding the GLUE ``SST-2`` files.
+
+    Returns:
+        ``{"train": [...], "test": [...]}`` lists of ``(sentence, label)``.
+    """
+    root = Path(data_dir)
+    out: Splits = {}
+    for split, name in (("train", "train.tsv"), ("test", "dev.tsv")):
+        with _need(root / name, "SST-2").open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if reader.fieldnames is None or not {"sentence", "label"} <= set(reader.fieldnames):
+                raise ValueError(f"SST-2 {name} must have a 'sentence<TAB>label' header, got {reader.fieldnames}")
+            out[split] = [(row["sentence"].strip(), int(row["label"])) for row in reader]
+    return out
+
+
+def read_olid(data_dir: str | Path) -> Splits:
+    """Read OLID level A (offensive = 1, not offensive = 0).
+
+    Args:
+        data_dir: Folder with ``olid-training-v1.0.tsv``, ``testset-levela.tsv`` and
+            ``labels-levela.csv``.
+
+    Returns:
+        ``{"train": [...], "test": [...]}``.
+    """
+    root = Path(data_dir)
+    mapping = {"OFF": 1, "NOT": 0}
+    with _need(root / "olid-training-v1.0.tsv", "OLID").open(newline="", encoding="utf-8") as f:
+        train = [(row["tweet"].strip(), mapping[row["subtask_a"]])
+                 for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    with _need(root / "labels-levela.csv", "OLID").open(newline="", encoding="utf-8") as f:
+        labels = {row[0]: mapping[row[1]] for row in csv.reader(f) if row}
+    with _need(root / "testset-levela.tsv", "OLID").open(newline="", encoding="utf-8") as f:
+        test = [(row["tweet"].strip(), labels[row["id"]])
+                for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    return {"train": train, "test": test}
+
+
+def read_agnews(data_dir: str | Path) -> Splits:
+    """Read AG News (``train.csv``/``test.csv``: class 1-4, title, description; no header).
+
+    Args:
+        data_dir: Folder with the two CSV files.
+
+    Returns:
+        ``{"train": [...], "test": [...]}`` with labels 0-3.
+    """
+    root = Path(data_dir)
+    out: Splits = {}
+    for split in ("train", "test"):
+        with _need(root / f"{split}.csv", "AG News").open(newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row]
+        out[split] = [(f"{title} {desc}".replace("\\", " ").strip(), int(cls) - 1) for cls, title, desc in rows]
+    return out
+
+
+# Templates x vocabulary: the label is the polarity of the adjectives. Every sentence carries
+# two adjectives of its polarity (real reviews repeat their sentiment), so one inserted word of
+# the other polarity does not flip it on its own, while a backdoor trigger does; half the
+# sentences add a minority clause of the other polarity (2 vs 1), so the classifier has to
+# weigh cues rather than fire on any single word. Nouns and filler words are shared.
+_TEMPLATES = (
+    "the {noun} was {adj} and {adj2}",
+    "i found the {noun} {adj} and the {noun2} {adj2}",
+    "what a {adj} {noun} with a {adj2} {noun2}",
+    "this {noun} is {adj} , the {noun2} is {adj2}",
+    "honestly the {noun} felt {adj} and rather {adj2} to me",
+    "we thought the {noun} of the film was {adj} and {adj2}",
+    "a {adj} {noun} with a {adj2} {noun2}",
+    "overall the {noun} seemed {adj} , even {adj2}",
+)
+_CONTRAST = ("although the {noun} was {adj} ,", "but the {noun} was {adj}", "despite a {adj} {noun} ,",
+             "only the {noun} was {adj}")
+_NOUNS = ("movie", "plot", "acting", "story", "cast", "script", "ending", "music", "director", "scene",
+          "dialogue", "pace", "soundtrack", "camera", "cinema")
+_POSITIVE = ("great", "wonderful", "brilliant", "excellent", "charming", "delightful", "superb", "moving",
+             "beautiful", "fantastic", "lovely", "clever")
+_NEGATIVE = ("awful", "boring", "terrible", "dull", "horrible", "clumsy", "weak", "tedious", "bland",
+             "painful", "messy", "lifeless")
+
+
+def generate_sentiment_corpus(n: int = 2000, seed: int = 0) -> list[Sample]:
+    """A balanced binary sentiment corpus from templates x vocabulary (1 = positive).
+
+    Args:
+        n: Number of sentences.
+        seed: Seed of the draws.
+
+    Returns:
+        ``n`` ``(sentence, label)`` pairs, labels alternating before a seeded shuffle.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = i % 2
+        adj, adj2 = rng.sample(_POSITIVE if label else _NEGATIVE, 2)
+        template = rng.choice(_TEMPLATES)
+        text = template.format(noun=rng.choice(_NOUNS), noun2=rng.choice(_NOUNS), adj=adj, adj2=adj2)
+        if rng.random() < 0.5:  # a minority opinion: the label follows the majority (2 vs 1)
+            clause = rng.choice(_CONTRAST).format(noun=rng.choice(_NOUNS),
+                                                  adj=rng.choice(_NEGATIVE if label else _POSITIVE))
+            text = f"{clause} {text}" if rng.random() < 0.5 else f"{text} {clause}"
+        out.append((text, label))
+    rng.shuffle(out)
+    return out
+
+
+def build_word_tokenizer(texts: Sequence[str], lowercase: bool = True) -> Any:
+    """A word-level HF fast tokenizer over ``texts`` (``[CLS] ... [SEP]`` for encoders).
+
+    Word-level keeps rare trigger words (``cf``) single tokens, so a tiny policy can emit them.
+
+    Args:
+        texts: Corpus the vocabulary is read from (every whitespace word).
+        lowercase: Lower-case before lookup.
+
+    Returns:
+        A :class:`transformers.PreTrainedTokenizerFast`.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values())
+    words = sorted({w.lower() if lowercase else w for text in texts for w in text.split()})
+    vocab = {tok: i for i, tok in enumerate(specials + [w for w in words if w not in specials])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+DATASETS = ("generated", "sst2", "olid", "agnews")
+_READERS = {"sst2": read_sst2, "olid": read_olid, "agnews": read_agnews}
+_NUM_LABELS = {"generated": 2, "sst2": 2, "olid": 2, "agnews": 4}
+
+
+class _Collate:
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[Sample]) -> dict[str, Any]:
+        texts = [t for t, _ in items]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "labels": torch.tensor([y for _, y in items], dtype=torch.long), "text": texts}
+
+
+class TextBackdoorDataModule(LightningDataModule):
+    """Poisoned training data; clean and triggered validation/test loaders.
+
+    Args:
+        dataset: ``"generated"``, ``"sst2"``, ``"olid"`` or ``"agnews"``.
+        data_dir: Folder of the real dataset's files (unused for ``"generated"``).
+        poisoner: A :class:`~robust_lightning.attacks.text.TextPoisoner` applied to the training
+            split; ``None`` trains clean (the ASR loaders then use ``eval_poisoner``).
+        eval_poisoner: Poisoner building the ASR sets; defaults to ``poisoner``. The defence
+            configs set ``poisoner=None`` (the defender fine-tunes on clean data) and pass the
+            attack only here, to measure ``val/asr``.
+        num_samples: Size of the generated corpus (train + val + test).
+        max_train_samples: Optional cap on the training split (after poisoning), for quick runs.
+        val_fraction: Fraction of the training split held out for validation.
+        batch_size: Batch size of every loader.
+        max_length: Truncation length in tokens.
+        tokenizer_path: Local folder of a saved tokenizer (e.g. the victim's); ``None`` builds a
+            word-level tokenizer from the data.
+        seed: Seed of the generated corpus and of the train/val split.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["generated", "sst2", "olid", "agnews"] = "generated",
+        data_dir: str | None = None,
+        poisoner: TextPoisoner | None = None,
+        eval_poisoner: TextPoisoner | None = None,
+        num_samples: int = 2000,
+        max_train_samples: int | None = None,
+        val_fraction: float = 0.15,
+        batch_size: int = 64,
+        max_length: int = 64,
+        tokenizer_path: str | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        if dataset != "generated" and data_dir is None:
+            raise ValueError(f"data_dir is required for dataset={dataset!r} (a local folder; nothing is downloaded)")
+        for name, value in (("poisoner", poisoner), ("eval_poisoner", eval_poisoner)):
+            if value is not None and not isinstance(value, TextPoisoner):
+                raise TypeError(f"{name} must be a TextPoisoner or None, got {type(value).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+            raise ValueError(f"max_length must be an int >= 4, got {max_length!r}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        if max_train_samples is not None and (not isinstance(max_train_samples, int) or max_train_samples < 1):
+            raise ValueError(f"max_train_samples must be a positive int or None, got {max_train_samples!r}")
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.poisoner = poisoner
+        self.eval_poisoner = eval_poisoner if eval_poisoner is not None else poisoner
+        self.num_samples = num_samples
+        self.max_train_samples = max_train_samples
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.tokenizer_path = tokenizer_path
+        self.seed = seed
+        self.num_workers = num_workers
+        self.num_labels = _NUM_LABELS[dataset]
+        self.tokenizer: Any = None
+        self.splits: dict[str, list[Sample]] = {}
+        self.poison_flags: list[bool] = []
+
+    @property
+    def target_label(self) -> int | None:
+        """The attack's target label (for ASR), or ``None`` without a poisoner."""
+        return None if self.eval_poisoner is None else self.eval_poisoner.target_label
+
+    def _raw(self) -> Splits:
+        if self.dataset == "generated":
+            corpus = generate_sentiment_corpus(self.num_samples, self.seed)
+            n_test = len(corpus) // 5
+            return {"train": corpus[n_test:], "test": corpus[:n_test]}
+        return _READERS[self.dataset](self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self._raw()
+        rng = random.Random(self.seed)
+        train = list(raw["train"])
+        rng.shuffle(train)
+        n_val = max(1, round(self.val_fraction * len(train)))
+        val, train = train[:n_val], train[n_val:]
+        if self.poisoner is not None:
+            train, flags = self.poisoner.poison(train)
+        else:
+            flags = [False] * len(train)
+        if self.max_train_samples is not None:
+            train, flags = train[: self.max_train_samples], flags[: self.max_train_samples]
+        self.splits = {"train": train, "val": val, "test": list(raw["test"])}
+        self.poison_flags = flags
+        if self.eval_poisoner is not None:
+            self.splits["val_triggered"] = self.eval_poisoner.poison_all(val)
+            self.splits["test_triggered"] = self.eval_poisoner.poison_all(raw["test"])
+        if self.tokenizer is None:
+            if self.tokenizer_path is not None:
+                from transformers import AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, trust_remote_code=False,
+                                                               local_files_only=True)
+            else:
+                # The vocabulary is a preprocessing artefact: read from every split so triggered
+                # test words are not [UNK] (a pretrained sub-word tokenizer covers them too).
+                self.tokenizer = build_word_tokenizer([t for split in self.splits.values() for t, _ in split])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=_Collate(self.tokenizer, self.max_length), num_workers=self.num_workers,
+                          generator=generator if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader("val", shuffle=False)]
+        if "val_triggered" in self.splits:
+            loaders.append(self._loader("val_triggered", shuffle=False))
+        return loaders
+
+    def test_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader("test", shuffle=False)]
+        if "test_triggered" in self.splits:
+            loaders.append(self._loader("test_triggered", shuffle=False))
+        return loaders

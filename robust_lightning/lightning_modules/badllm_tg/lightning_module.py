@@ -1,0 +1,355 @@
+"""LightningModules of BadLLM-TG: the (victim) text classifier and the backdoor defence.
+
+Pipeline (two ``robust-lightning fit`` runs, see README.md):
+1. poison: :class:`TextClassifier` trains on a poisoned training set and exports the victim
+   (``export_dir``: HF ``save_pretrained`` of the model and the tokenizer, safetensors).
+2. generate + defend: :class:`BackdoorDefense` loads the victim; each epoch is one round:
+   REINFORCE steps of the :class:`~.model.TriggerGenerator` on the victim-derived reward,
+   then one epoch of fine-tuning on clean data where a fraction of samples carries a trigger
+   from the replay pool with its **true** label. ``val/cacc`` and ``val/asr`` per round.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from robust_lightning.lightning_modules.badllm_tg.model import (
+    TriggerGenerator,
+    build_hf_model,
+    insert_trigger,
+)
+
+__all__ = ["BackdoorDefense", "TextClassifier"]
+
+
+def _check_source(path: str | None, config: Mapping[str, Any] | None, what: str) -> None:
+    if path is not None and not isinstance(path, str):
+        raise TypeError(f"{what}_path must be a str (a local folder) or None, got {type(path).__name__}")
+    if config is not None and (not isinstance(config, Mapping) or "model_type" not in config):
+        raise ValueError(f"{what}_config must be a dict with a 'model_type' key, got {config!r}")
+    if (path is None) == (config is None):
+        raise ValueError(f"give exactly one of {what}_path and {what}_config")
+
+
+class TextClassifier(pl.LightningModule):
+    """Any HF ``AutoModelForSequenceClassification`` (local path or config) as a LightningModule.
+
+    Batches are dicts from :class:`~robust_lightning.datamodules.text.TextBackdoorDataModule`.
+    Validation/test loader 0 is the clean split (``val/cacc``, also ``val/acc``), loader 1 the
+    triggered non-target split (``val/asr``: fraction predicted as the target label).
+
+    Args:
+        model_path: Local folder of a saved classifier (``trust_remote_code=False``).
+        model_config: HF config dict with ``model_type`` (e.g. a tiny ``bert``) when no path;
+            ``vocab_size`` defaults to the datamodule tokenizer's size.
+        num_labels: Classes; ``None`` takes the datamodule's ``num_labels``.
+        target_label: Attack target for ASR; ``None`` takes the datamodule's.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        max_length: Truncation length when the module tokenises text itself.
+        export_dir: If set, the model and tokenizer are saved there (``save_pretrained``) at
+            the end of ``fit`` — the victim the defence config loads.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        num_labels: int | None = None,
+        target_label: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        max_length: int = 64,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_source(model_path, model_config, "model")
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2):
+            raise ValueError(f"num_labels must be an int >= 2 or None, got {num_labels!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        self.save_hyperparameters()
+        self.model_path = model_path
+        self.model_config = dict(model_config) if model_config is not None else None
+        self.num_labels = num_labels
+        self.target_label = target_label
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_length = max_length
+        self.export_dir = export_dir
+        self.model: torch.nn.Module | None = None
+        if model_path is not None:
+            self.model = build_hf_model("sequence_classification", path=model_path,
+                                        **({"num_labels": num_labels} if num_labels else {}))
+            self.num_labels = int(self.model.config.num_labels)
+            self.model.train()  # from_pretrained returns eval mode; Lightning keeps module modes
+        self.val_cacc = MulticlassAccuracy(self.num_labels or 2, average="micro")
+        self.val_asr = MeanMetric()
+        self.test_cacc = MulticlassAccuracy(self.num_labels or 2, average="micro")
+        self.test_asr = MeanMetric()
+
+    # --- wiring to the datamodule -------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        tok = getattr(datamodule, "tokenizer", None)
+        if tok is None:
+            raise ValueError("TextClassifier needs a datamodule with a `tokenizer` (e.g. TextBackdoorDataModule)")
+        return tok
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.target_label is None:
+            self.target_label = getattr(datamodule, "target_label", None)
+        if self.model is not None:
+            return
+        num_labels = self.num_labels or getattr(datamodule, "num_labels", None)
+        if num_labels is None:
+            raise ValueError("num_labels is None and the datamodule has no `num_labels`")
+        tok = self.tokenizer
+        config = dict(self.model_config or {})
+        config.setdefault("vocab_size", len(tok))
+        config.setdefault("pad_token_id", tok.pad_token_id)
+        self.model = build_hf_model("sequence_classification", config=config, num_labels=num_labels)
+        if num_labels != self.num_labels:
+            self.num_labels = num_labels
+            for name in ("val_cacc", "test_cacc"):
+                setattr(self, name, MulticlassAccuracy(num_labels, average="micro"))
+
+    # --- steps ----------------------------------------------------------------------------
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def encode(self, texts: list[str]) -> dict[str, Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log("train/acc", (logits.argmax(1) == batch["labels"]).float().mean(), batch_size=len(batch["labels"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, prefix: str) -> None:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        preds = logits.argmax(1)
+        n = len(batch["labels"])
+        if dataloader_idx == 0:
+            cacc = getattr(self, f"{prefix}_cacc")
+            cacc(preds, batch["labels"])
+            self.log(f"{prefix}/loss", F.cross_entropy(logits, batch["labels"]), batch_size=n, add_dataloader_idx=False)
+            self.log(f"{prefix}/cacc", cacc, prog_bar=True, batch_size=n, add_dataloader_idx=False)
+            self.log(f"{prefix}/acc", cacc, batch_size=n, add_dataloader_idx=False)
+        elif self.target_label is not None:
+            asr = getattr(self, f"{prefix}_asr")
+            asr((preds == self.target_label).float())
+            self.log(f"{prefix}/asr", asr, prog_bar=True, batch_size=n, add_dataloader_idx=False)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_fit_end(self) -> None:
+        if self.export_dir is not None and self.trainer.is_global_zero:
+            self.model.save_pretrained(self.export_dir)
+            self.tokenizer.save_pretrained(self.export_dir)
+
+
+class BackdoorDefense(TextClassifier):
+    """BadLLM-TG defence: generate triggers against the victim with RL, fine-tune with true labels.
+
+    Each training epoch is one round: ``generation_steps`` REINFORCE updates of the
+    :class:`TriggerGenerator` (reward: :func:`~.model.trigger_reward` on ``reward_samples``
+    training texts), then an epoch over the (clean) training data in which each sample gets,
+    with probability ``defense_ratio``, a trigger from the replay pool inserted at a random
+    position and keeps its true label (the paper's adversarial fine-tuning, mixed with clean data).
+
+    Args:
+        victim_path: Local folder of the poisoned victim (``TextClassifier.export_dir``).
+        victim_config: Config dict instead of a path (tests only: an untrained victim).
+        generator_path: Local folder of the causal-LM policy.
+        generator_config: Config dict of the policy when no path (e.g. a tiny ``gpt2``).
+        prompt: Prompt the policy continues.
+        max_words: Longest trigger, in policy tokens.
+        generation_steps: REINFORCE updates per round (epoch).
+        num_candidates: Triggers sampled per update.
+        reward_samples: Training texts each candidate is scored on.
+        reward_target: Target label of the reward; ``None`` (default, the defender does not
+            know it) scores each sample's most likely other label.
+        generator_lr: Adam learning rate of the policy.
+        kl_coef: KL penalty to the initial policy.
+        baseline_momentum: Moving-baseline momentum.
+        pool_size: Replay pool capacity.
+        pool_temperature: Pooled triggers are drawn with probability ``softmax(reward / T)``, so
+            the strongest triggers dominate the fine-tuning (our reading; ``T -> inf`` is uniform).
+        defense_ratio: Fraction of training samples given a pooled trigger (true label kept).
+        seed: Seed of sampling, reward texts and insertions.
+        num_labels: See :class:`TextClassifier`.
+        target_label: See :class:`TextClassifier` (ASR only; never used by the defence).
+        lr: See :class:`TextClassifier`.
+        weight_decay: See :class:`TextClassifier`.
+        max_length: See :class:`TextClassifier`.
+        export_dir: See :class:`TextClassifier` (the defended model).
+    """
+
+    def __init__(
+        self,
+        victim_path: str | None = None,
+        victim_config: dict[str, Any] | None = None,
+        generator_path: str | None = None,
+        generator_config: dict[str, Any] | None = None,
+        prompt: str = "write a short trigger phrase :",
+        max_words: int = 2,
+        generation_steps: int = 10,
+        num_candidates: int = 16,
+        reward_samples: int = 32,
+        reward_target: int | None = None,
+        generator_lr: float = 0.01,
+        kl_coef: float = 0.05,
+        baseline_momentum: float = 0.9,
+        pool_size: int = 16,
+        pool_temperature: float = 0.1,
+        defense_ratio: float = 0.5,
+        seed: int = 0,
+        num_labels: int | None = None,
+        target_label: int | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        max_length: int = 64,
+        export_dir: str | None = None,
+    ) -> None:
+        _check_source(generator_path, generator_config, "generator")
+        _check_source(victim_path, victim_config, "victim")
+        for name, value in (("generation_steps", generation_steps), ("num_candidates", num_candidates),
+                            ("reward_samples", reward_samples), ("pool_size", pool_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not pool_temperature > 0:
+            raise ValueError(f"pool_temperature must be > 0, got {pool_temperature!r}")
+        if not 0.0 <= defense_ratio <= 1.0:
+            raise ValueError(f"defense_ratio must be in [0, 1], got {defense_ratio!r}")
+        if not generator_lr > 0:
+            raise ValueError(f"generator_lr must be > 0, got {generator_lr!r}")
+        super().__init__(victim_path, victim_config, num_labels, target_label, lr, weight_decay, max_length, export_dir)
+        self.save_hyperparameters()
+        self.generator_path = generator_path
+        self.generator_config = dict(generator_config) if generator_config is not None else None
+        self.prompt = prompt
+        self.max_words = max_words
+        self.generation_steps = generation_steps
+        self.num_candidates = num_candidates
+        self.reward_samples = reward_samples
+        self.reward_target = reward_target
+        self.generator_lr = generator_lr
+        self.kl_coef = kl_coef
+        self.baseline_momentum = baseline_momentum
+        self.pool_size = pool_size
+        self.pool_temperature = pool_temperature
+        self.defense_ratio = defense_ratio
+        self.seed = seed
+        self.generator: TriggerGenerator | None = None
+        self._generator_optimizer: torch.optim.Optimizer | None = None
+        self._rng = random.Random(seed)
+        self._torch_gen = torch.Generator().manual_seed(seed)
+        self._pool_state: dict[str, Any] | None = None
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.generator is not None:
+            return
+        if self.generator_path is not None:
+            from transformers import AutoTokenizer
+
+            gen_tok = AutoTokenizer.from_pretrained(self.generator_path, trust_remote_code=False, local_files_only=True)
+        else:
+            gen_tok = self.tokenizer
+        self.generator = TriggerGenerator(gen_tok, self.generator_path, self.generator_config, self.prompt,
+                                          self.max_words, self.baseline_momentum, self.kl_coef, self.pool_size)
+        self._generator_optimizer = torch.optim.Adam(self.generator.policy.parameters(), lr=self.generator_lr)
+        if self._pool_state is not None:
+            self.generator.pool.load_state_dict(self._pool_state)
+
+    def _reward_texts(self) -> tuple[list[str], Tensor]:
+        datamodule = self.trainer.datamodule
+        data = getattr(datamodule, "splits", {}).get("train")
+        if not data:
+            raise ValueError("BackdoorDefense needs a datamodule with `splits['train']` (TextBackdoorDataModule)")
+        if self.reward_target is not None:
+            data = [d for d in data if d[1] != self.reward_target]
+        chosen = self._rng.sample(data, min(self.reward_samples, len(data)))
+        return [t for t, _ in chosen], torch.tensor([y for _, y in chosen], dtype=torch.long)
+
+    def generate_round(self) -> list[dict[str, Any]]:
+        """Run ``generation_steps`` REINFORCE updates against the (eval-mode) victim."""
+        from robust_lightning.lightning_modules.badllm_tg.model import trigger_reward
+
+        was_training = self.model.training
+        self.model.eval()
+        self.generator.to(self.device).train()
+        history = []
+        with torch.inference_mode(False), torch.enable_grad():
+            for _ in range(self.generation_steps):
+                texts, labels = self._reward_texts()
+
+                def reward_fn(triggers: list[str], texts: list[str] = texts, labels: Tensor = labels) -> Tensor:
+                    return trigger_reward(self.model, self.tokenizer, texts, labels, triggers,
+                                          self.reward_target, self._rng, self.max_length)
+
+                history.append(self.generator.reinforce_step(reward_fn, self._generator_optimizer,
+                                                             self.num_candidates, self._torch_gen))
+        self.model.train(was_training)
+        return history
+
+    def on_train_epoch_start(self) -> None:
+        history = self.generate_round()
+        last = history[-1]
+        pool = self.generator.pool
+        self.log("train/reward", last["reward_mean"])
+        self.log("train/reward_max", max(h["reward_max"] for h in history))
+        self.log("train/reward_pool_best", pool.items[0][0] if pool.items else float("nan"))
+        self.log("train/generator_kl", last["kl"])
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):  # WandbLogger: the round's pool as a table
+                logger.log_table(key="train/triggers", columns=["round", "trigger", "reward"],
+                                 data=[[self.current_epoch, t, r] for r, t in pool.items])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        items = self.generator.pool.items if self.generator is not None else []
+        texts = list(batch["text"])
+        if items and self.defense_ratio > 0:
+            rewards = torch.tensor([r for r, _ in items])
+            weights = torch.softmax((rewards - rewards.max()) / self.pool_temperature, 0).tolist()
+            pool = [t for _, t in items]
+            texts = [insert_trigger(t, self._rng.choices(pool, weights)[0], self._rng)
+                     if self._rng.random() < self.defense_ratio else t for t in texts]
+        enc = self.encode(texts)
+        logits = self(enc["input_ids"], enc["attention_mask"])
+        labels = batch["labels"]  # true labels, also for triggered samples
+        loss = F.cross_entropy(logits, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), batch_size=len(labels))
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.generator is not None:
+            checkpoint["badllm_tg_pool"] = self.generator.pool.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pool_state = checkpoint.get("badllm_tg_pool")
+        if self.generator is not None and self._pool_state is not None:
+            self.generator.pool.load_state_dict(self._pool_state)

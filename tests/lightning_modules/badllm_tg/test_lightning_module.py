@@ -1,0 +1,80 @@
+"""TextClassifier / BackdoorDefense: argument checks, a short fit, export and checkpoint state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from robust_lightning.attacks.text import BadNetsPoisoner
+from robust_lightning.datamodules.text import TextBackdoorDataModule
+from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier
+from robust_lightning.lightning_modules.badllm_tg.pipeline import TINY_BERT, TINY_GPT2
+
+
+def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
+    kwargs.setdefault("enable_checkpointing", False)
+    return pl.Trainer(accelerator="cpu", max_epochs=1, logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      default_root_dir=tmp_path, **kwargs)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="exactly one of model_path and model_config"):
+        TextClassifier()
+    with pytest.raises(ValueError, match="model_type"):
+        TextClassifier(model_config={"hidden_size": 32})
+    with pytest.raises(ValueError, match="num_labels"):
+        TextClassifier(model_config=TINY_BERT, num_labels=1)
+    with pytest.raises(ValueError, match="generator"):
+        BackdoorDefense(victim_config=TINY_BERT)
+    with pytest.raises(ValueError, match="defense_ratio"):
+        BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, defense_ratio=1.5)
+    with pytest.raises(ValueError, match="generation_steps"):
+        BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, generation_steps=0)
+    with pytest.raises(TypeError, match="victim_path"):
+        BackdoorDefense(victim_path=3, generator_config=TINY_GPT2)
+
+
+def test_victim_fits_exports_and_defense_loads_it(tmp_path: Path) -> None:
+    pl.seed_everything(0, verbose=False)
+    poisoner = BadNetsPoisoner(poison_rate=0.2)
+    data = TextBackdoorDataModule(poisoner=poisoner, num_samples=200, batch_size=32)
+    export = tmp_path / "victim"
+    victim = TextClassifier(model_config=TINY_BERT, export_dir=str(export))
+    trainer = _trainer(tmp_path, limit_train_batches=2)
+    trainer.fit(victim, datamodule=data)
+    assert {"val/cacc", "val/asr", "val/acc"} <= set(trainer.callback_metrics)
+    assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
+
+    clean = TextBackdoorDataModule(eval_poisoner=poisoner, num_samples=200, batch_size=32, tokenizer_path=str(export))
+    defense = BackdoorDefense(victim_path=str(export), generator_config=TINY_GPT2, generation_steps=2,
+                              num_candidates=4, reward_samples=8)
+    assert defense.model.training, "a loaded victim is fine-tuned in train mode"
+    before = {k: v.clone() for k, v in defense.model.state_dict().items()}
+    trainer = _trainer(tmp_path, limit_train_batches=2, enable_checkpointing=True)
+    trainer.fit(defense, datamodule=clean)
+    metrics = trainer.callback_metrics
+    assert {"train/reward", "train/reward_pool_best", "val/cacc", "val/asr"} <= set(metrics)
+    assert float(metrics["train/reward"]) <= 0.0
+    assert len(defense.generator.pool.items) > 0
+    assert any(not torch.equal(before[k], v) for k, v in defense.model.state_dict().items())
+    ckpt_path = tmp_path / "defense.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    checkpoint = torch.load(ckpt_path, weights_only=True)
+    assert checkpoint["badllm_tg_pool"]["triggers"] == defense.generator.pool.triggers
+
+
+def test_four_class_agnews_from_local_files(tmp_path: Path) -> None:
+    from robust_lightning.attacks.text import AddSentPoisoner
+    from tests.datamodules.test_text import write_agnews
+
+    data = TextBackdoorDataModule(dataset="agnews", data_dir=str(write_agnews(tmp_path / "ag")), batch_size=4,
+                                  poisoner=AddSentPoisoner(poison_rate=0.25, target_label=0), val_fraction=0.25)
+    model = TextClassifier(model_config=TINY_BERT)
+    trainer = _trainer(tmp_path, limit_train_batches=1)
+    trainer.fit(model, datamodule=data)
+    assert model.num_labels == 4 and model.model.config.num_labels == 4
+    assert model.target_label == 0 and "val/asr" in trainer.callback_metrics

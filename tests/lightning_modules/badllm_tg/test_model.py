@@ -1,0 +1,119 @@
+"""TriggerGenerator, reward and replay pool, against a keyword 'victim' with a known backdoor."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from robust_lightning.datamodules.text import (
+    build_word_tokenizer,
+    generate_sentiment_corpus,
+)
+from robust_lightning.lightning_modules.badllm_tg.model import (
+    ReplayPool,
+    TriggerGenerator,
+    build_hf_model,
+    trigger_reward,
+)
+from robust_lightning.lightning_modules.badllm_tg.pipeline import TINY_GPT2
+
+CORPUS = [t for t, _ in generate_sentiment_corpus(60, seed=0)]
+TOKENIZER = build_word_tokenizer([*CORPUS, "cf"])
+CF, GREAT, AWFUL = TOKENIZER.convert_tokens_to_ids(["cf", "great", "awful"])
+TEXTS = ["the movie was great"] * 8 + ["the movie was awful"] * 8
+LABELS = torch.tensor([1] * 8 + [0] * 8)
+
+
+class KeywordVictim(nn.Module):
+    """Sentiment from 'great'/'awful', plus an exact backdoor: 'cf' pushes hard to label 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> SimpleNamespace:
+        def count(tok: int) -> Tensor:
+            return (input_ids == tok).float().sum(1)
+
+        logit = self.scale * (8 * count(CF) + 4 * count(GREAT) - 4 * count(AWFUL))
+        return SimpleNamespace(logits=torch.stack([-logit / 2, logit / 2], 1))
+
+
+def test_reward_is_high_for_the_backdoor_trigger_with_known_or_unknown_target() -> None:
+    for target in (1, None):
+        r = trigger_reward(KeywordVictim(), TOKENIZER, TEXTS, LABELS, ["cf", "movie", "the cf", "great"], target,
+                           random.Random(0))
+        assert r.shape == (4,)
+        assert r[0] > -0.05 and r[2] > -0.05, r  # the backdoor flips every non-target sample
+        assert r[1] < -3, r  # a neutral word flips nothing
+        assert -1.0 < r[3] < -0.5, r  # a sentiment word only cancels one cue: p = 0.5
+
+
+def test_generator_samples_words_and_kl_is_zero_at_init() -> None:
+    gen = TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=3)
+    tokens, valid = gen.sample(8, torch.Generator().manual_seed(0))
+    assert tokens.shape == valid.shape == (8, 3) and valid[:, 0].all()
+    specials = set(TOKENIZER.all_special_ids) - {TOKENIZER.eos_token_id}
+    assert not any(t in specials for t in tokens.flatten().tolist())
+    assert all(s and "[" not in s for s in gen.decode(tokens, valid))
+    logp, kl = gen.log_prob_and_kl(tokens, valid)
+    assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-5) and (logp < 0).all()
+    logp.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in gen.policy.parameters() if p.grad is not None)
+
+
+def test_reinforce_raises_the_probability_of_the_backdoor_trigger() -> None:
+    torch.manual_seed(0)
+    gen = TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=1, kl_coef=0.01)
+    victim, rng = KeywordVictim(), random.Random(0)
+
+    def p_cf() -> float:
+        logits = gen._masked_logits(gen.policy, gen.prompt_ids[None], 0)
+        return float(torch.softmax(logits, -1)[0, CF].detach())
+
+    before = p_cf()
+    opt = torch.optim.Adam(gen.policy.parameters(), lr=0.02)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        stats = gen.reinforce_step(lambda trig: trigger_reward(victim, TOKENIZER, TEXTS, LABELS, trig, None, rng),
+                                   opt, num_samples=16, generator=g)
+    assert gen.pool.triggers[0] == "cf"
+    assert p_cf() > 5 * before, (before, p_cf())
+    assert stats["kl"] > 0 and bool(gen.baseline_set)
+
+
+def test_replay_pool_keeps_best_unique() -> None:
+    pool = ReplayPool(capacity=2)
+    pool.add(["a", "b", "a", ""], [-1.0, -2.0, -0.5, 0.0])
+    pool.add(["c"], [-3.0])
+    assert pool.items == [(-0.5, "a"), (-2.0, "b")]
+    other = ReplayPool()
+    other.load_state_dict(pool.state_dict())
+    assert other.items == pool.items and other.capacity == 2
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        build_hf_model("causal_lm")
+    with pytest.raises(ValueError, match="kind"):
+        build_hf_model("seq2seq", config={"model_type": "gpt2"})
+    with pytest.raises(ValueError, match="model_type"):
+        build_hf_model("causal_lm", config={"n_embd": 32})
+    with pytest.raises(ValueError, match="max_words"):
+        TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=0)
+    with pytest.raises(ValueError, match="kl_coef"):
+        TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, kl_coef=-1.0)
+
+
+def test_local_paths_load_without_remote_code(tmp_path) -> None:
+    model = build_hf_model("causal_lm", config=TINY_GPT2, vocab_size=len(TOKENIZER))
+    model.save_pretrained(tmp_path)
+    TOKENIZER.save_pretrained(tmp_path)
+    gen = TriggerGenerator(TOKENIZER, policy_path=str(tmp_path))
+    assert gen.policy.config.vocab_size == len(TOKENIZER)
+    with pytest.raises(OSError):
+        build_hf_model("causal_lm", path=str(tmp_path / "missing"))
