@@ -14,6 +14,12 @@ from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
+from robust_lightning.lightning_modules.rct_af import (
+    CurvatureTunableActivation,
+    RCTAFClassifier,
+    hessian_diag_norm,
+    swap_activations,
+)
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
 
@@ -29,6 +35,7 @@ __all__ = [
     "BackdoorDefense",
     "Attack",
     "CIFAR10DataModule",
+    "CurvatureTunableActivation",
     "DRSFClassifier",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
@@ -40,6 +47,7 @@ __all__ = [
     "NeroNetSearch",
     "Normalize",
     "PreActResNet18",
+    "RCTAFClassifier",
     "RobustClassifier",
     "RobustnessEvaluation",
     "SmallCNN",
@@ -50,5 +58,7 @@ __all__ = [
     "apgd",
     "attack_mode",
     "fgsm",
+    "hessian_diag_norm",
     "pgd",
+    "swap_activations",
 ]
