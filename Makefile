@@ -37,7 +37,7 @@ build: install
 
 test: build
 	@source tools/cuda_env.sh $(BIN)/python; \
-	ROBUST_LIGHTNING_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -n 2 -ra $(PYTEST_ARGS) tests
+	ROBUST_LIGHTNING_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -n 2 -ra --durations=15 $(PYTEST_ARGS) tests
 
 # Everything but the slow end-to-end tests, for quick iterations.
 test-fast: build
