@@ -28,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from robust_lightning.attacks.base import FGSM, PGD, Attack
 from robust_lightning.attacks.core import Norm, parse_budget
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
+from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
 from robust_lightning.nn.layers import Normalize
 from robust_lightning.protocol import AdversarialMixin, split_batch
 
@@ -94,8 +95,7 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if trades_beta < 0:
             raise ValueError(f"trades_beta must be >= 0, got {trades_beta!r}")
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        check_scheduler_interval(scheduler_interval)
         # The backbone and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
@@ -214,9 +214,5 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         return F.softmax(self(inputs), dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
+                                 self.scheduler_interval)

@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
 from robust_lightning.lightning_modules.drsf.model import (
     DRSFNet,
     EntropyGuidedChannelAttention,
@@ -156,8 +157,7 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
             )
         if grl_schedule not in ("dann", "constant"):
             raise ValueError(f"grl_schedule must be 'dann' or 'constant', got {grl_schedule!r}")
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        check_scheduler_interval(scheduler_interval)
         mixstyle_levels = _check_levels("mixstyle_levels", mixstyle_levels)
         attention_levels = _check_levels("attention_levels", attention_levels)
         fusion_levels = _check_levels("fusion_levels", fusion_levels)
@@ -328,9 +328,5 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
         return F.softmax(self(inputs), dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
+                                 self.scheduler_interval)
