@@ -20,6 +20,7 @@ from robust_lightning.lightning_modules.rct_af import (
     hessian_diag_norm,
     swap_activations,
 )
+from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule, SIAInject, depth_upscale
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
 
@@ -50,6 +51,9 @@ __all__ = [
     "RCTAFClassifier",
     "RobustClassifier",
     "RobustnessEvaluation",
+    "SIAAlign",
+    "SIADataModule",
+    "SIAInject",
     "SmallCNN",
     "SyntheticDigitsDataModule",
     "TextClassifier",
@@ -57,6 +61,7 @@ __all__ = [
     "TriggerGenerator",
     "apgd",
     "attack_mode",
+    "depth_upscale",
     "fgsm",
     "hessian_diag_norm",
     "pgd",

@@ -1,0 +1,363 @@
+"""SIA stages 2-3 as LightningModules: :class:`SIAInject` and :class:`SIAAlign`.
+
+Both read the tokenizer (and refusal/marker ids) from :class:`~.datamodule.SIADataModule`,
+build or load an HF causal LM in ``configure_model`` (so nothing lives at module level and FSDP can wrap
+``self.model`` after it exists), and evaluate with greedy generation:
+
+* ``val/qa_em``: exact match of the generated answer on held-out knowledge QA;
+* ``val/refusal``: fraction of held-out harmful prompts whose answer starts with the refusal;
+* ``val/robust_refusal``: the same under the embedding-space PGD attack;
+* ``val/robust_refusal_suffix``: the same under a best-of-K random adversarial suffix;
+* ``val/over_refusal``: fraction of benign look-alikes answered with the refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from robust_lightning.attacks.core import attack_mode
+from robust_lightning.lightning_modules.sia.datamodule import TASKS
+from robust_lightning.lightning_modules.sia.model import (
+    build_causal_lm,
+    collate_sft,
+    depth_upscale,
+    embedding_pgd,
+    freeze_for_injection,
+    greedy_generate,
+    response_loss,
+    suffix_search,
+)
+
+__all__ = ["SIAAlign", "SIAInject"]
+
+METRICS = ("qa_em", "refusal", "robust_refusal", "robust_refusal_suffix", "over_refusal")
+
+
+def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (value < 0 if allow_zero else value <= 0):
+        kind = "an int" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+class _SIABase(pl.LightningModule):
+    """Model source, tokenizer wiring, generation-based evaluation and export."""
+
+    eval_kinds: tuple[str, ...] = ("qa",)
+
+    def __init__(
+        self,
+        model_path: str | None,
+        model_config: dict[str, Any] | None,
+        lr: float,
+        weight_decay: float,
+        max_new_tokens: int,
+        export_dir: str | None,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        if (model_path is None) == (model_config is None):
+            raise ValueError("give exactly one of model_path (a local HF folder) and model_config (a dict with 'model_type')")
+        if model_path is not None and not isinstance(model_path, str):
+            raise TypeError(f"model_path must be a str, got {type(model_path).__name__}")
+        if model_config is not None and (not isinstance(model_config, Mapping) or "model_type" not in model_config):
+            raise ValueError(f"model_config must be a dict with a 'model_type' key, got {model_config!r}")
+        _check_positive("lr", lr)
+        _check_positive("weight_decay", weight_decay, allow_zero=True)
+        _check_positive("max_new_tokens", max_new_tokens, integer=True)
+        self.model_path = model_path
+        self.model_config = dict(model_config) if model_config is not None else None
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_new_tokens = max_new_tokens
+        self.export_dir = export_dir
+        self.seed = seed
+        self.model: torch.nn.Module | None = None
+
+    # --- wiring --------------------------------------------------------------------------
+    @property
+    def datamodule(self) -> Any:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or getattr(dm, "tokenizer", None) is None:
+            raise ValueError(f"{type(self).__name__} needs an SIADataModule (a datamodule with a tokenizer)")
+        return dm
+
+    def _build_model(self) -> torch.nn.Module:
+        tok = self.datamodule.tokenizer
+        if self.model_path is not None:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True, trust_remote_code=False)
+            if model.get_input_embeddings().num_embeddings < len(tok):
+                raise ValueError(f"the model at {self.model_path!r} has fewer embeddings than the tokenizer ({len(tok)})")
+            model.train()  # from_pretrained returns eval mode
+            return model
+        return build_causal_lm(self.model_config, tok)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_fit_end(self) -> None:
+        if self.export_dir is not None and self.trainer.is_global_zero:
+            self.model.save_pretrained(self.export_dir)
+            self.datamodule.tokenizer.save_pretrained(self.export_dir)
+
+    # --- evaluation ----------------------------------------------------------------------
+    def _generate(self, prompts: list[list[int]], deltas: list[Tensor] | None = None) -> list[list[int]]:
+        with torch.inference_mode(False), torch.no_grad():
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                return greedy_generate(self.model, prompts, self.max_new_tokens, self.datamodule.tokenizer.eos_token_id, deltas)
+            finally:
+                self.model.train(was_training)
+
+    def _refused(self, outputs: list[list[int]]) -> Tensor:
+        refusal = self.datamodule.refusal_ids
+        return torch.tensor([float(o[: len(refusal)] == refusal) for o in outputs])
+
+    def validation_step(self, batch: list[dict[str, Any]], batch_idx: int) -> None:
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + batch_idx)
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for record in batch:
+            if record["kind"] in self.eval_kinds:
+                by_kind.setdefault(record["kind"], []).append(record)
+        results: dict[str, Tensor] = {}
+        if "qa" in by_kind:
+            outs = self._generate([r["prompt_ids"] for r in by_kind["qa"]])
+            results["qa_em"] = torch.tensor([float(o == r["answer_ids"]) for o, r in zip(outs, by_kind["qa"])])
+        if "harmful" in by_kind:  # SIAAlign's kinds; it defines the two attacks used here
+            harmful = by_kind["harmful"]
+            results["refusal"] = self._refused(self._generate([r["prompt_ids"] for r in harmful]))
+            deltas = self._attacked_deltas(harmful, generator)
+            results["robust_refusal"] = self._refused(self._generate([r["prompt_ids"] for r in harmful], deltas))
+            results["robust_refusal_suffix"] = self._refused(self._generate(self._suffixed(harmful, generator)))
+        if "benign" in by_kind:
+            results["over_refusal"] = self._refused(self._generate([r["prompt_ids"] for r in by_kind["benign"]]))
+        for name, values in results.items():
+            # Lightning's epoch mean weighted by batch_size is the rate over all records.
+            self.log(f"val/{name}", values.mean().to(self.device), on_step=False, on_epoch=True, batch_size=len(values))
+
+
+class SIAInject(_SIABase):
+    """SIA stage 2, *Inject*: continued pre-training of a depth-up-scaled LM on the corpus.
+
+    In ``configure_model`` the model is built (config) or loaded (local folder), up-scaled with
+    :func:`~.model.depth_upscale` (``insert_every``; ``None`` skips it, e.g. for an already
+    up-scaled model) and frozen except the new layers (:func:`~.model.freeze_for_injection`,
+    plus embeddings/head with ``train_embeddings``). The loss is next-token cross-entropy on
+    every corpus token. ``val/qa_em`` on held-out products measures the injected knowledge.
+
+    Args:
+        model_path: local folder of the base LM (``trust_remote_code=False``).
+        model_config: HF config dict with ``model_type`` (``llama``, ``gpt2``, ``qwen2``...)
+            when no path; ``vocab_size`` and special ids default to the tokenizer's.
+        insert_every: group size of the up-scaling (``None``: no up-scaling, train all).
+        zero_init: identity-initialise the new layers.
+        train_embeddings: also train embeddings and LM head (needed from scratch).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        max_new_tokens: generation length at evaluation.
+        export_dir: ``save_pretrained`` target at the end of fit (the align stage's input).
+        seed: seed of evaluation randomness.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        insert_every: int | None = 1,
+        zero_init: bool = True,
+        train_embeddings: bool = False,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        max_new_tokens: int = 4,
+        export_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model_path, model_config, lr, weight_decay, max_new_tokens, export_dir, seed)
+        if insert_every is not None:
+            _check_positive("insert_every", insert_every, integer=True)
+        self.save_hyperparameters()
+        self.insert_every = insert_every
+        self.zero_init = zero_init
+        self.train_embeddings = train_embeddings
+
+    def configure_model(self) -> None:
+        # Lightning's hook for building large models inside the strategy's context (FSDP).
+        if self.model is not None:
+            return
+        self.model = self._build_model()
+        if self.insert_every is not None:
+            depth_upscale(self.model, insert_every=self.insert_every, zero_init=self.zero_init)
+            freeze_for_injection(self.model, train_embeddings=self.train_embeddings)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = response_loss(logits, batch["labels"]).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+
+class SIAAlign(_SIABase):
+    """SIA stage 3, *Align*: multi-task SFT plus adversarial training for security.
+
+    Per-sample loss ``l_i`` is the mean cross-entropy of the answer tokens only. For harmful
+    prompts (targets: the refusal) the embedding-space PGD of :func:`~.model.embedding_pgd`
+    perturbs the prompt embeddings within ``adv_eps * std(E)`` (L-inf; ``E`` the embedding
+    matrix, our reading of a scale-free budget) to maximise the refusal's loss, and
+
+    ``L = sum_i w_{t(i)} [(1 - a) l_i(x_i) + a l_i(x_i + delta_i)] / sum_i w_{t(i)}``
+
+    with ``a = adv_weight`` (harmful samples only; others keep ``l_i(x_i)``) and ``w_t`` the
+    multi-task mixing weights ``task_weights``. With ``suffix_prob > 0`` a harmful prompt gets,
+    with that probability, the worst of ``suffix_candidates`` random ``suffix_len``-token
+    suffixes (discrete adversarial augmentation). Validation attacks use the same budget with
+    ``eval_steps`` steps and a fresh random start.
+
+    Args:
+        model_path: local folder (usually the inject stage's ``export_dir``).
+        model_config: config dict instead (a from-scratch baseline).
+        task_weights: mixing weight per task (``qa``, ``instruction``, ``security``).
+        adv_weight: ``a`` above; 0 is plain SFT.
+        adv_eps: attack radius relative to the embedding std.
+        adv_alpha: step relative to the radius (``alpha = adv_alpha * eps``).
+        adv_steps: PGD steps during training.
+        eval_steps: PGD steps at validation (more than training: the evaluation attack is stronger).
+        eval_alpha: validation step relative to the radius.
+        suffix_prob: probability of the suffix augmentation of a harmful training prompt.
+        suffix_len: suffix tokens (training and evaluation).
+        suffix_candidates: random suffixes tried per prompt (training and evaluation).
+        lr / weight_decay / max_new_tokens / export_dir / seed: as in :class:`SIAInject`.
+    """
+
+    eval_kinds = ("qa", "harmful", "benign")
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        task_weights: dict[str, float] | None = None,
+        adv_weight: float = 0.5,
+        adv_eps: float = 0.5,
+        adv_alpha: float = 0.5,
+        adv_steps: int = 5,
+        eval_steps: int = 10,
+        eval_alpha: float = 0.25,
+        suffix_prob: float = 0.0,
+        suffix_len: int = 3,
+        suffix_candidates: int = 16,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        max_new_tokens: int = 8,
+        export_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model_path, model_config, lr, weight_decay, max_new_tokens, export_dir, seed)
+        weights = {task: 1.0 for task in TASKS} if task_weights is None else dict(task_weights)
+        unknown = sorted(set(weights) - set(TASKS))
+        if unknown or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in weights.values()):
+            raise ValueError(f"task_weights must map tasks {TASKS} to numbers >= 0, got {task_weights!r}")
+        if not sum(weights.get(t, 0.0) for t in TASKS) > 0:
+            raise ValueError(f"task_weights must give some task a positive weight, got {task_weights!r}")
+        if not 0.0 <= adv_weight <= 1.0:
+            raise ValueError(f"adv_weight must be in [0, 1], got {adv_weight!r}")
+        if not 0.0 <= suffix_prob <= 1.0:
+            raise ValueError(f"suffix_prob must be in [0, 1], got {suffix_prob!r}")
+        _check_positive("adv_eps", adv_eps, allow_zero=True)
+        _check_positive("adv_alpha", adv_alpha)
+        _check_positive("eval_alpha", eval_alpha)
+        for name, value in (("adv_steps", adv_steps), ("eval_steps", eval_steps)):
+            _check_positive(name, value, integer=True, allow_zero=True)
+        for name, value in (("suffix_len", suffix_len), ("suffix_candidates", suffix_candidates)):
+            _check_positive(name, value, integer=True)
+        self.save_hyperparameters()
+        self.task_weights = [float(weights.get(t, 0.0)) for t in TASKS]
+        self.adv_weight = adv_weight
+        self.adv_eps = adv_eps
+        self.adv_alpha = adv_alpha
+        self.adv_steps = adv_steps
+        self.eval_steps = eval_steps
+        self.eval_alpha = eval_alpha
+        self.suffix_prob = suffix_prob
+        self.suffix_len = suffix_len
+        self.suffix_candidates = suffix_candidates
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self._build_model()
+            # Alignment tunes the whole up-scaled model (our reading of SIA's SFT stage).
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+
+    def _eps(self) -> float:
+        return self.adv_eps * float(self.model.get_input_embeddings().weight.detach().float().std())
+
+    def _candidate_tokens(self) -> Tensor:
+        # Any ordinary word may be a suffix token; special tokens are excluded.
+        n = self.model.get_input_embeddings().num_embeddings
+        specials = set(self.datamodule.tokenizer.all_special_ids)
+        return torch.tensor([i for i in range(min(n, len(self.datamodule.tokenizer))) if i not in specials], device=self.device)
+
+    def _suffixed(self, records: list[dict[str, Any]], generator: torch.Generator) -> list[list[int]]:
+        candidates = self._candidate_tokens()
+        refusal = self.datamodule.refusal_ids + [self.datamodule.tokenizer.eos_token_id]
+        with torch.inference_mode(False):
+            return [suffix_search(self.model, r["prompt_ids"], refusal, candidates, self.suffix_len,
+                                  self.suffix_candidates, self.datamodule.marker_len, generator) for r in records]
+
+    def _attacked_deltas(self, records: list[dict[str, Any]], generator: torch.Generator) -> list[Tensor]:
+        refusal = self.datamodule.refusal_ids + [self.datamodule.tokenizer.eos_token_id]
+        samples = [{"prompt_ids": r["prompt_ids"], "response_ids": refusal} for r in records]
+        batch = {k: v.to(self.device) for k, v in collate_sft(samples, self.datamodule.tokenizer.pad_token_id).items()}
+        eps = self._eps()
+        delta = embedding_pgd(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                              batch["prompt_mask"], eps=eps, alpha=self.eval_alpha * eps, steps=self.eval_steps,
+                              generator=generator)
+        return [delta[i, : len(r["prompt_ids"])] for i, r in enumerate(records)]
+
+    def _augment_suffix(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        samples = [dict(s) for s in batch["samples"]]
+        draws = torch.rand(len(samples), generator=generator, device=self.device).tolist()
+        candidates = self._candidate_tokens()
+        changed = False
+        with attack_mode(self.model, "eval"):
+            for s, u in zip(samples, draws):
+                if s["harmful"] and u < self.suffix_prob:
+                    s["prompt_ids"] = suffix_search(self.model, s["prompt_ids"], s["response_ids"], candidates,
+                                                    self.suffix_len, self.suffix_candidates, self.datamodule.marker_len, generator)
+                    changed = True
+        if not changed:
+            return batch
+        new = collate_sft(samples, self.datamodule.tokenizer.pad_token_id)
+        return {**{k: v.to(self.device) for k, v in new.items()}, "samples": samples}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.global_step)
+        if self.suffix_prob > 0:
+            batch = self._augment_suffix(batch, generator)
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        n = ids.shape[0]
+        clean = response_loss(self.model(input_ids=ids, attention_mask=mask).logits, labels)
+        per_sample = clean
+        harmful = batch["harmful"]
+        if self.adv_weight > 0 and self.adv_eps > 0 and self.adv_steps > 0 and bool(harmful.any()):
+            eps = self._eps()
+            eps_b = harmful.float() * eps  # per-sample budget: benign/knowledge samples stay clean
+            delta = embedding_pgd(self.model, ids, mask, labels, batch["prompt_mask"], eps=eps_b,
+                                  alpha=self.adv_alpha * eps, steps=self.adv_steps, generator=generator)
+            embeds = self.model.get_input_embeddings()(ids)
+            adv = response_loss(self.model(inputs_embeds=embeds + delta.to(embeds.dtype), attention_mask=mask).logits, labels)
+            per_sample = torch.where(harmful, (1 - self.adv_weight) * clean + self.adv_weight * adv, clean)
+            self.log("train/adv_loss", adv[harmful].mean(), batch_size=int(harmful.sum()))
+        weights = torch.tensor(self.task_weights, device=ids.device)[batch["task_id"]]
+        loss = (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+

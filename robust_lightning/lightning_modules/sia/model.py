@@ -1,0 +1,368 @@
+"""SIA's model-side pieces, pure torch/transformers (usable without Lightning).
+
+* :func:`depth_upscale` - LLaMA-Pro-style block expansion (Wu et al., ACL 2024, arXiv 2401.02415):
+  after every ``insert_every`` decoder layers a copy of the last layer of the group is inserted;
+  with ``zero_init`` its output projections (attention ``o_proj``/``c_proj`` and MLP
+  ``down_proj``/``c_proj``) are zeroed, so the new residual block adds nothing and the model's
+  function is unchanged at insertion. SIA's "Depth Up-Scaling" (named after SOLAR, Kim et al.
+  arXiv 2312.15166) trains mainly the new layers (:func:`freeze_for_injection`).
+* :func:`build_word_tokenizer` - an offline word-level tokenizer (``tokenizers``) in a
+  :class:`~transformers.PreTrainedTokenizerFast`.
+* :func:`collate_lm` / :func:`collate_sft` - batches with loss on all tokens / on answer tokens.
+* :func:`embedding_pgd` - the embedding-space attack (Schwinn et al. 2024, "Soft Prompt Threats";
+  used for training as continuous adversarial training by Xhonneux et al. 2024): PGD on the prompt
+  token embeddings that maximises the loss of the safe response, through the shared attack core.
+* :func:`suffix_search` - a discrete adversarial suffix by best-of-K random search.
+* :func:`greedy_generate` - greedy decoding from (possibly perturbed) prompt embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robust_lightning.attacks.core import attack_mode, pgd
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "build_causal_lm",
+    "build_word_tokenizer",
+    "collate_lm",
+    "collate_sft",
+    "decoder_layers",
+    "depth_upscale",
+    "embedding_pgd",
+    "freeze_for_injection",
+    "greedy_generate",
+    "response_loss",
+    "suffix_search",
+]
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
+IGNORE_INDEX = -100
+# Output projections per architecture family: zeroing them makes a residual block an identity.
+_OUTPUT_PROJECTIONS = (("self_attn", "o_proj"), ("mlp", "down_proj"), ("attn", "c_proj"), ("mlp", "c_proj"))
+
+
+def build_word_tokenizer(texts: Sequence[str]) -> Any:
+    """A word-level tokenizer over the whitespace-split words of ``texts`` (sorted, deterministic)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings")
+    words = sorted({w for t in texts for w in t.split()})
+    specials = list(SPECIAL_TOKENS.values())
+    vocab = {tok: i for i, tok in enumerate(specials + [w for w in words if w not in specials])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_causal_lm(config: Mapping[str, Any], tokenizer: Any) -> nn.Module:
+    """A randomly initialised HF causal LM from a config dict with ``model_type`` (no download)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not isinstance(config, Mapping) or "model_type" not in config:
+        raise ValueError(f"model_config must be a dict with a 'model_type' key, got {config!r}")
+    kwargs = dict(config)
+    model_type = kwargs.pop("model_type")
+    kwargs.setdefault("vocab_size", len(tokenizer))
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        kwargs.setdefault(name, getattr(tokenizer, name))
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs), trust_remote_code=False)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layer list of a Llama/Qwen2/Mistral (``model.layers``) or GPT-2 (``transformer.h``) LM."""
+    for path in (("model", "layers"), ("transformer", "h"), ("model", "decoder", "layers")):
+        module: Any = model
+        for name in path:
+            module = getattr(module, name, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise TypeError(
+        f"cannot find decoder layers in {type(model).__name__}; depth_upscale supports HF causal LMs "
+        "with model.layers (Llama, Qwen2, Mistral) or transformer.h (GPT-2)"
+    )
+
+
+def _set_layer_count(config: Any, n: int, old_n: int, new_positions: Sequence[int]) -> None:
+    for name in ("num_hidden_layers", "n_layer"):
+        if hasattr(config, name):
+            setattr(config, name, n)
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == old_n:
+        # A copied layer keeps the attention type (sliding/full) of the layer it copies.
+        new = list(layer_types)
+        for pos in sorted(new_positions):
+            new.insert(pos, new[pos - 1])
+        config.layer_types = new
+
+
+def depth_upscale(model: nn.Module, insert_every: int = 1, zero_init: bool = True) -> list[int]:
+    """Insert a copy of the last layer after every ``insert_every`` decoder layers, in place.
+
+    Block expansion of LLaMA Pro (Wu et al. 2024, Sec. 3.2, our reading of its Eq. for the
+    identity block): the copy's output projections are zero-initialised (``zero_init``), so
+    ``x + Attn(...) = x`` and ``x + MLP(...) = x`` and the up-scaled model computes exactly the
+    original function. ``layer_idx`` attributes (KV cache slots) and the config's layer count
+    are updated; the new indices are stored as ``config.sia_new_layers`` so a reloaded model
+    keeps its freezing policy.
+
+    Args:
+        model: an HF causal LM (see :func:`decoder_layers`).
+        insert_every: group size ``k``; ``L`` layers become ``L + floor(L / k)``.
+        zero_init: zero the copies' output projections (identity blocks).
+
+    Returns:
+        Indices of the inserted layers in the new layer list.
+    """
+    if isinstance(insert_every, bool) or not isinstance(insert_every, int) or insert_every < 1:
+        raise ValueError(f"insert_every must be an int >= 1, got {insert_every!r}")
+    layers = decoder_layers(model)
+    old = list(layers)
+    if insert_every > len(old):
+        raise ValueError(f"insert_every={insert_every} exceeds the model's {len(old)} decoder layers")
+    new_layers: list[nn.Module] = []
+    new_positions: list[int] = []
+    for i, layer in enumerate(old):
+        new_layers.append(layer)
+        if (i + 1) % insert_every == 0:
+            copy_ = copy.deepcopy(layer)
+            if zero_init:
+                zeroed = 0
+                for parent, child in _OUTPUT_PROJECTIONS:
+                    proj = getattr(getattr(copy_, parent, None), child, None)
+                    if proj is None:
+                        continue
+                    with torch.no_grad():
+                        proj.weight.zero_()
+                        if getattr(proj, "bias", None) is not None:
+                            proj.bias.zero_()
+                    zeroed += 1
+                if zeroed < 2:
+                    raise TypeError(f"cannot find the output projections of {type(layer).__name__} to zero-initialise")
+            new_positions.append(len(new_layers))
+            new_layers.append(copy_)
+    for idx, layer in enumerate(new_layers):
+        for sub in layer.modules():
+            if hasattr(sub, "layer_idx") and isinstance(sub.layer_idx, int):
+                sub.layer_idx = idx
+    # Re-register in order (ModuleList has no slice assignment); the list object stays the same.
+    for key in list(layers._modules):
+        del layers._modules[key]
+    for layer in new_layers:
+        layers.append(layer)
+    config = getattr(model, "config", None)
+    if config is not None:
+        # Layers inserted by an earlier call keep their "new" status at their shifted index.
+        earlier = {id(old[i]) for i in (getattr(config, "sia_new_layers", None) or []) if i < len(old)}
+        shifted = [j for j, layer in enumerate(new_layers) if id(layer) in earlier]
+        _set_layer_count(config, len(new_layers), len(old), new_positions)
+        config.sia_new_layers = sorted(set(shifted) | set(new_positions))
+    return new_positions
+
+
+def freeze_for_injection(
+    model: nn.Module, new_layers: Sequence[int] | None = None, train_embeddings: bool = False
+) -> list[str]:
+    """Train only the up-scaled layers (LLaMA Pro / SIA): everything else gets ``requires_grad=False``.
+
+    Args:
+        model: the up-scaled LM.
+        new_layers: indices of trainable layers; default ``model.config.sia_new_layers``.
+        train_embeddings: also train input embeddings and the LM head. Our reading: the paper's
+            base already knows its vocabulary; a from-scratch toy model does not, so configs of
+            tiny models turn this on.
+
+    Returns:
+        Names of the trainable parameters.
+    """
+    if new_layers is None:
+        new_layers = list(getattr(getattr(model, "config", None), "sia_new_layers", []) or [])
+    layers = decoder_layers(model)
+    if not new_layers:
+        raise ValueError("new_layers is empty and the model has no config.sia_new_layers; call depth_upscale first")
+    bad = [i for i in new_layers if not 0 <= int(i) < len(layers)]
+    if bad:
+        raise ValueError(f"new_layers {bad} out of range for {len(layers)} decoder layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for i in new_layers:
+        for p in layers[int(i)].parameters():
+            p.requires_grad_(True)
+    if train_embeddings:
+        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if module is not None:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def collate_lm(samples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Tensor]:
+    """Right-padded LM batch from ``{"ids": [...]}`` samples; loss on every real token."""
+    seqs = [list(s["ids"]) for s in samples]
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_sft(samples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-padded SFT batch from ``{"prompt_ids", "response_ids", "task_id", "harmful"}`` samples.
+
+    ``labels`` are ``-100`` on prompt and padding, so the loss covers answer tokens only;
+    ``prompt_mask`` marks the prompt positions an embedding attack may perturb.
+    """
+    seqs = [list(s["prompt_ids"]) + list(s["response_ids"]) for s in samples]
+    length = max(len(s) for s in seqs)
+    batch = len(seqs)
+    ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, length), dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+    prompt_mask = torch.zeros((batch, length), dtype=torch.bool)
+    for i, (s, sample) in enumerate(zip(seqs, samples)):
+        p = len(sample["prompt_ids"])
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        labels[i, p: len(s)] = torch.tensor(sample["response_ids"])
+        prompt_mask[i, :p] = True
+    return {
+        "input_ids": ids, "attention_mask": mask, "labels": labels, "prompt_mask": prompt_mask,
+        "task_id": torch.tensor([int(s.get("task_id", 0)) for s in samples], dtype=torch.long),
+        "harmful": torch.tensor([bool(s.get("harmful", False)) for s in samples], dtype=torch.bool),
+    }
+
+
+def response_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample mean next-token cross-entropy over the labelled (answer) tokens, shape ``(B,)``."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    token = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counts = (shift_labels != IGNORE_INDEX).sum(1).clamp_min(1)
+    return token.sum(1) / counts
+
+
+def embedding_pgd(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    labels: Tensor,
+    prompt_mask: Tensor,
+    eps: float | Tensor,
+    alpha: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Embedding-space attack: the perturbation ``delta`` of the prompt token embeddings.
+
+    Maximises the per-sample loss of the safe response (:func:`response_loss` on ``labels``)
+    with :func:`robust_lightning.attacks.core.pgd` in the L-inf ball of radius ``eps`` (a float
+    or per-sample ``(B,)``; 0 leaves a sample clean). Only prompt positions move: the loss is
+    evaluated at ``e + (e_adv - e) * prompt_mask``. Embeddings are unbounded, so the core's
+    clamp gets bounds wide enough never to bind. The model runs in eval mode with frozen
+    parameters (``attack_mode``), as the attack-context contract asks.
+
+    Returns:
+        ``delta`` (detached, zero outside the prompt), to be added to ``embed(input_ids)``.
+    """
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        clean = embed(input_ids).detach()
+    mask = prompt_mask.unsqueeze(-1).to(clean.dtype)
+    eps_max = float(eps.max()) if isinstance(eps, Tensor) else float(eps)
+    if steps == 0 or eps_max <= 0:
+        return torch.zeros_like(clean)
+    margin = 2 * eps_max + 1.0
+    bounds = (float(clean.min()) - margin, float(clean.max()) + margin)
+
+    def loss_fn(e: Tensor) -> Tensor:
+        inputs = clean + (e - clean) * mask
+        logits = model(inputs_embeds=inputs, attention_mask=attention_mask).logits
+        return response_loss(logits, labels)
+
+    with attack_mode(model, "eval"):
+        adv = pgd(loss_fn, clean, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True,
+                  bounds=bounds, generator=generator)
+    return ((adv - clean) * mask).detach()
+
+
+@torch.no_grad()
+def suffix_search(
+    model: nn.Module,
+    prompt_ids: Sequence[int],
+    response_ids: Sequence[int],
+    candidate_tokens: Tensor,
+    suffix_len: int,
+    num_candidates: int,
+    marker_len: int,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """Best-of-K random adversarial suffix: the prompt (with ``suffix_len`` tokens inserted before
+    its last ``marker_len`` tokens, the answer marker) that maximises the response loss.
+
+    A gradient-free stand-in for GCG-style suffix attacks (our reading of the paper's
+    "adversarial suffixes"; K candidates scored in one batch).
+    """
+    device = next(model.parameters()).device
+    picks = torch.randint(len(candidate_tokens), (num_candidates, suffix_len), generator=generator,
+                          device=candidate_tokens.device)
+    suffixes = candidate_tokens[picks].tolist()
+    head, marker = list(prompt_ids[: len(prompt_ids) - marker_len]), list(prompt_ids[len(prompt_ids) - marker_len:])
+    prompts = [head + s + marker for s in suffixes]
+    seq = [p + list(response_ids) for p in prompts]
+    ids = torch.tensor(seq, device=device)
+    labels = ids.clone()
+    labels[:, : len(prompts[0])] = IGNORE_INDEX
+    losses = response_loss(model(input_ids=ids).logits, labels)
+    return prompts[int(losses.argmax())]
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_id: int,
+    deltas: Sequence[Tensor] | None = None,
+) -> list[list[int]]:
+    """Greedy continuation of each prompt (grouped by length, no padding, no KV cache: tiny models).
+
+    ``deltas[i]`` (``(len(prompts[i]), D)``) perturbs prompt ``i``'s embeddings (embedding attack).
+    Generation stops at ``eos_id``; it is not included in the output.
+    """
+    embed = model.get_input_embeddings()
+    device = embed.weight.device
+    outputs: list[list[int]] = [[] for _ in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(len(p), []).append(i)
+    for idx in groups.values():
+        ids = torch.tensor([list(prompts[i]) for i in idx], device=device)
+        emb = embed(ids)
+        if deltas is not None:
+            emb = emb + torch.stack([deltas[i].to(device=device, dtype=emb.dtype) for i in idx])
+        done = torch.zeros(len(idx), dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            logits = model(inputs_embeds=emb).logits[:, -1]
+            nxt = logits.argmax(-1)
+            for j, i in enumerate(idx):
+                if not done[j] and int(nxt[j]) != eos_id:
+                    outputs[i].append(int(nxt[j]))
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+            emb = torch.cat([emb, embed(nxt).unsqueeze(1)], dim=1)
+    return outputs
