@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,14 +168,24 @@ def generate_sentiment_corpus(n: int = 2000, seed: int = 0) -> list[Sample]:
     return out
 
 
-def build_word_tokenizer(texts: Sequence[str], lowercase: bool = True) -> Any:
-    """A word-level HF fast tokenizer over ``texts`` (``[CLS] ... [SEP]`` for encoders).
+def build_word_tokenizer(
+    texts: Sequence[str],
+    lowercase: bool = True,
+    special_tokens: Mapping[str, str] | None = None,
+    encoder_template: bool = True,
+) -> Any:
+    """A word-level HF fast tokenizer over ``texts``, built offline with ``tokenizers``.
 
     Word-level keeps rare trigger words (``cf``) single tokens, so a tiny policy can emit them.
+    The vocabulary is the special tokens, then the sorted whitespace words: deterministic.
 
     Args:
         texts: Corpus the vocabulary is read from (every whitespace word).
         lowercase: Lower-case before lookup.
+        special_tokens: ``PreTrainedTokenizerFast`` special-token keyword arguments (must hold
+            ``unk_token``); defaults to the BERT-style :data:`SPECIAL_TOKENS`.
+        encoder_template: Wrap every text as ``[CLS] ... [SEP]`` (encoders); needs ``cls_token``
+            and ``sep_token``. ``False`` for causal LMs.
 
     Returns:
         A :class:`transformers.PreTrainedTokenizerFast`.
@@ -184,16 +194,21 @@ def build_word_tokenizer(texts: Sequence[str], lowercase: bool = True) -> Any:
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    specials = list(SPECIAL_TOKENS.values())
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings")
+    special_tokens = dict(SPECIAL_TOKENS if special_tokens is None else special_tokens)
+    specials = list(special_tokens.values())
     words = sorted({w.lower() if lowercase else w for text in texts for w in text.split()})
     vocab = {tok: i for i, tok in enumerate(specials + [w for w in words if w not in specials])}
-    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok = Tokenizer(WordLevel(vocab, unk_token=special_tokens["unk_token"]))
     if lowercase:
         tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    if encoder_template:
+        cls, sep = special_tokens["cls_token"], special_tokens["sep_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special_tokens)
 
 
 DATASETS = ("generated", "sst2", "olid", "agnews")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robust_lightning.attacks.core import attack_mode, pgd
+from robust_lightning.datamodules.text import build_word_tokenizer as _word_tokenizer
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -50,18 +51,8 @@ _OUTPUT_PROJECTIONS = (("self_attn", "o_proj"), ("mlp", "down_proj"), ("attn", "
 
 
 def build_word_tokenizer(texts: Sequence[str]) -> Any:
-    """A word-level tokenizer over the whitespace-split words of ``texts`` (sorted, deterministic)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a sequence of strings")
-    words = sorted({w for t in texts for w in t.split()})
-    specials = list(SPECIAL_TOKENS.values())
-    vocab = {tok: i for i, tok in enumerate(specials + [w for w in words if w not in specials])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    """A case-preserving word-level tokenizer with causal-LM special tokens (BOS/EOS/PAD/UNK)."""
+    return _word_tokenizer(texts, lowercase=False, special_tokens=SPECIAL_TOKENS, encoder_template=False)
 
 
 def build_causal_lm(config: Mapping[str, Any], tokenizer: Any) -> nn.Module:
