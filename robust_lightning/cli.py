@@ -88,6 +88,24 @@ class RobustLightningCLI(LightningCLI):
             rank_zero_info(f"Resuming from {found}")
             config["ckpt_path"] = found
 
+    def before_instantiate_classes(self) -> None:
+        """Make the W&B logger's ``save_dir`` absolute.
+
+        W&B writes through a long-lived ``wandb-core`` service that resolves relative paths
+        against its own working directory, not the caller's: a process that changes directory
+        between runs (a notebook, a test suite, a sweep driver) would otherwise point the second
+        run at a folder that does not exist.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.get("trainer", {}).get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            class_path = getattr(logger, "class_path", "") or ""
+            init_args = getattr(logger, "init_args", None)
+            if class_path.endswith("WandbLogger") and init_args is not None:
+                save_dir = init_args.get("save_dir")
+                if isinstance(save_dir, str) and not os.path.isabs(save_dir):
+                    init_args["save_dir"] = os.path.abspath(save_dir)
+
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
 
@@ -160,7 +178,17 @@ def main(args: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "evolve":
         return evolve(argv[1:])
-    return RobustLightningCLI(args=args)
+    cli = RobustLightningCLI(args=args)
+    _finish_wandb_run()
+    return cli
+
+
+def _finish_wandb_run() -> None:
+    """One CLI invocation is one W&B run: close it, or a later ``main()`` in the same process
+    (a notebook, a sweep driver, a test) would silently log into this run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 if __name__ == "__main__":
