@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["RobustLightningCLI", "evolve", "main"]
+__all__ = ["RobustLightningCLI", "console_main", "evolve", "main"]
 
 DEFAULT_RUN_DIR = "runs"
 
@@ -181,6 +181,15 @@ def main(args: list[str] | None = None) -> Any:
     cli = RobustLightningCLI(args=args)
     _finish_wandb_run()
     return cli
+
+
+def console_main() -> None:
+    """The ``robust-lightning`` console script: :func:`main`, returning nothing.
+
+    A console script passes its function's return value to ``sys.exit``; returning the CLI
+    object would print it and exit with status 1 after a successful run.
+    """
+    main()
 
 
 def _finish_wandb_run() -> None:

@@ -109,3 +109,16 @@ def test_bad_config_value_names_the_argument(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(SystemExit):
         main(["fit", *_cli_args(tmp_path), "--model.init_args.recipe=pgd"])
     assert "recipe" in capsys.readouterr().err
+
+
+def test_console_script_exits_zero_after_a_run(tmp_path: Path) -> None:
+    """A console script hands its function's return value to sys.exit: a run must end with 0."""
+    executable = Path(sys.executable).parent / "robust-lightning"
+    if not executable.exists():
+        pytest.skip("package not installed (run `make test`, which installs the console script)")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    result = subprocess.run([str(executable), "fit", "--config", str(CONFIG_ROOT / "classifier" / "digits_standard.yaml"),
+                             "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu",
+                             "--trainer.enable_progress_bar=false"],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
