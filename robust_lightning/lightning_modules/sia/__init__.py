@@ -8,7 +8,9 @@ from robust_lightning.lightning_modules.sia.model import (
     depth_upscale,
     embedding_pgd,
     freeze_for_injection,
+    gathered_parameters,
     greedy_generate,
+    shard_causal_lm,
     suffix_search,
 )
 from robust_lightning.lightning_modules.sia.synthesize import (
@@ -28,10 +30,12 @@ __all__ = [
     "depth_upscale",
     "embedding_pgd",
     "freeze_for_injection",
+    "gathered_parameters",
     "generate_knowledge_graph",
     "generate_query_log",
     "greedy_generate",
     "load_dataset",
+    "shard_causal_lm",
     "suffix_search",
     "synthesize",
     "write_dataset",

@@ -9,6 +9,14 @@ build or load an HF causal LM in ``configure_model`` (so nothing lives at module
 * ``val/robust_refusal``: the same under the embedding-space PGD attack;
 * ``val/robust_refusal_suffix``: the same under a best-of-K random adversarial suffix;
 * ``val/over_refusal``: fraction of benign look-alikes answered with the refusal.
+
+Sharding: under Lightning's ``ModelParallelStrategy`` (``data_parallel_size`` = the number of
+devices, ``tensor_parallel_size=1``) ``configure_model`` shards the LM with FSDP2
+(:func:`~.model.shard_causal_lm`). Every forward of a sharded model is a collective, so the
+training step keeps all ranks in lockstep (the attack runs on every rank when any rank has a
+harmful sample; suffix searches are padded to the busiest rank), and validation, whose
+generation and attacks follow each rank's own data, runs on weights gathered once per batch
+(:func:`~.model.gathered_parameters`). On one device nothing of this runs.
 """
 
 from __future__ import annotations
@@ -27,15 +35,20 @@ from robust_lightning.lightning_modules.sia.model import (
     collate_sft,
     depth_upscale,
     embedding_pgd,
+    embedding_std,
     freeze_for_injection,
+    gathered_parameters,
     greedy_generate,
+    is_sharded,
     response_loss,
+    shard_causal_lm,
     suffix_search,
 )
 
 __all__ = ["SIAAlign", "SIAInject"]
 
-METRICS = ("qa_em", "refusal", "robust_refusal", "robust_refusal_suffix", "over_refusal")
+# The validation metrics each kind of record yields.
+METRICS = {"qa": ("qa_em",), "harmful": ("refusal", "robust_refusal", "robust_refusal_suffix"), "benign": ("over_refusal",)}
 
 
 def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
@@ -99,13 +112,64 @@ class _SIABase(pl.LightningModule):
             return model
         return build_causal_lm(self.model_config, tok)
 
+    def _prepare_model(self, model: torch.nn.Module) -> None:
+        """Stage-specific changes to the freshly built model (up-scaling, freezing)."""
+
+    def configure_model(self) -> None:
+        # Lightning's hook for building the model inside the strategy's context: the model is
+        # built (or loaded) here, not in __init__, so a sharding strategy finds it unsharded.
+        if self.model is not None:
+            return
+        mesh = self._data_parallel_mesh()
+        model = self._build_model()
+        self._prepare_model(model)
+        if mesh is not None:
+            # A config-built model is random: every rank takes rank 0's draw.
+            shard_causal_lm(model, mesh, broadcast_from_rank0=self.model_path is None)
+        self.model = model
+
+    def _data_parallel_mesh(self) -> Any:
+        """The mesh to shard over (``ModelParallelStrategy``'s data-parallel dimension) or ``None``."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        usage = "ModelParallelStrategy(data_parallel_size=<number of devices>, tensor_parallel_size=1)"
+        if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
+            # FSDP1 would shard the embedding inside one flat parameter that SIA's direct
+            # embedding calls cannot read, and would not follow the lockstep rules below.
+            raise ValueError(f"{type(self).__name__} does not support FSDPStrategy (FSDP1); shard with FSDP2 through {usage}")
+        mesh = self.device_mesh  # set by ModelParallelStrategy only
+        if mesh is None:
+            return None
+        names = tuple(mesh.mesh_dim_names or ())
+        if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
+            raise ValueError(
+                f"{type(self).__name__} shards with FSDP only (no tensor parallelism), but the device mesh has "
+                f"tensor_parallel size {mesh['tensor_parallel'].size()}; use {usage}"
+            )
+        return mesh["data_parallel"] if "data_parallel" in names else mesh
+
+    @property
+    def _sharded(self) -> bool:
+        return self.model is not None and is_sharded(self.model)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def on_fit_end(self) -> None:
-        if self.export_dir is not None and self.trainer.is_global_zero:
-            self.model.save_pretrained(self.export_dir)
+        if self.export_dir is None:
+            return
+        state_dict = None
+        if self._sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            # Gathering the full weights is a collective (every rank); only rank 0 keeps them.
+            state_dict = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.trainer.is_global_zero:
+            self.model.save_pretrained(self.export_dir, state_dict=state_dict)
             self.datamodule.tokenizer.save_pretrained(self.export_dir)
 
     # --- evaluation ----------------------------------------------------------------------
@@ -123,6 +187,24 @@ class _SIABase(pl.LightningModule):
         return torch.tensor([float(o[: len(refusal)] == refusal) for o in outputs])
 
     def validation_step(self, batch: list[dict[str, Any]], batch_idx: int) -> None:
+        # Generation and the attacks run as many forwards as this rank's records need; on a
+        # sharded model that is only safe on gathered weights (no-op on one device).
+        with gathered_parameters(self.model):
+            results = self._evaluate(batch, batch_idx)
+        distributed = self.trainer.world_size > 1
+        for name in self._metric_names() if distributed else tuple(results):
+            values = results.get(name, torch.zeros(0))
+            # Lightning's epoch mean weighted by batch_size is the rate over all records; with
+            # sync_dist the sums and counts are added over ranks. A rank lacking a kind in this
+            # batch logs it with weight 0, so every rank reduces the same metrics.
+            mean = values.mean() if len(values) else torch.zeros(())
+            self.log(f"val/{name}", mean.to(self.device), on_step=False, on_epoch=True, batch_size=len(values),
+                     sync_dist=distributed)
+
+    def _metric_names(self) -> tuple[str, ...]:
+        return tuple(name for kind in self.eval_kinds for name in METRICS[kind])
+
+    def _evaluate(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self.seed + batch_idx)
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for record in batch:
@@ -140,9 +222,7 @@ class _SIABase(pl.LightningModule):
             results["robust_refusal_suffix"] = self._refused(self._generate(self._suffixed(harmful, generator)))
         if "benign" in by_kind:
             results["over_refusal"] = self._refused(self._generate([r["prompt_ids"] for r in by_kind["benign"]]))
-        for name, values in results.items():
-            # Lightning's epoch mean weighted by batch_size is the rate over all records.
-            self.log(f"val/{name}", values.mean().to(self.device), on_step=False, on_epoch=True, batch_size=len(values))
+        return results
 
 
 class SIAInject(_SIABase):
@@ -189,14 +269,10 @@ class SIAInject(_SIABase):
         self.zero_init = zero_init
         self.train_embeddings = train_embeddings
 
-    def configure_model(self) -> None:
-        # Lightning's hook for building large models inside the strategy's context (FSDP).
-        if self.model is not None:
-            return
-        self.model = self._build_model()
+    def _prepare_model(self, model: torch.nn.Module) -> None:
         if self.insert_every is not None:
-            depth_upscale(self.model, insert_every=self.insert_every, zero_init=self.zero_init)
-            freeze_for_injection(self.model, train_embeddings=self.train_embeddings)
+            depth_upscale(model, insert_every=self.insert_every, zero_init=self.zero_init)
+            freeze_for_injection(model, train_embeddings=self.train_embeddings)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -289,15 +365,14 @@ class SIAAlign(_SIABase):
         self.suffix_len = suffix_len
         self.suffix_candidates = suffix_candidates
 
-    def configure_model(self) -> None:
-        if self.model is None:
-            self.model = self._build_model()
-            # Alignment tunes the whole up-scaled model (our reading of SIA's SFT stage).
-            for p in self.model.parameters():
-                p.requires_grad_(True)
+    def _prepare_model(self, model: torch.nn.Module) -> None:
+        # Alignment tunes the whole up-scaled model (our reading of SIA's SFT stage).
+        for p in model.parameters():
+            p.requires_grad_(True)
 
     def _eps(self) -> float:
-        return self.adv_eps * float(self.model.get_input_embeddings().weight.detach().float().std())
+        # On a sharded table a collective: the training step calls it on every rank or none.
+        return self.adv_eps * embedding_std(self.model.get_input_embeddings().weight)
 
     def _candidate_tokens(self) -> Tensor:
         # Any ordinary word may be a suffix token; special tokens are excluded.
@@ -326,14 +401,23 @@ class SIAAlign(_SIABase):
         samples = [dict(s) for s in batch["samples"]]
         draws = torch.rand(len(samples), generator=generator, device=self.device).tolist()
         candidates = self._candidate_tokens()
-        changed = False
+        chosen = [s for s, u in zip(samples, draws) if s["harmful"] and u < self.suffix_prob]
+        searches = len(chosen)
+        if self._sharded:
+            # Each search is a forward (a collective): every rank runs the busiest rank's count.
+            searches = int(self.trainer.strategy.reduce(torch.tensor(searches, device=self.device), reduce_op="max"))
+        # Padding searches are discarded and draw from their own generator, so this rank's
+        # stream (the attack's random start comes next) is the one an unsharded run would see.
+        padding = torch.Generator(device=self.device).manual_seed(0)
         with attack_mode(self.model, "eval"):
-            for s, u in zip(samples, draws):
-                if s["harmful"] and u < self.suffix_prob:
-                    s["prompt_ids"] = suffix_search(self.model, s["prompt_ids"], s["response_ids"], candidates,
-                                                    self.suffix_len, self.suffix_candidates, self.datamodule.marker_len, generator)
-                    changed = True
-        if not changed:
+            for i in range(searches):
+                real = i < len(chosen)
+                s = chosen[i] if real else samples[0]
+                prompt = suffix_search(self.model, s["prompt_ids"], s["response_ids"], candidates, self.suffix_len,
+                                       self.suffix_candidates, self.datamodule.marker_len, generator if real else padding)
+                if real:
+                    s["prompt_ids"] = prompt
+        if not chosen:
             return batch
         new = collate_sft(samples, self.datamodule.tokenizer.pad_token_id)
         return {**{k: v.to(self.device) for k, v in new.items()}, "samples": samples}
@@ -347,15 +431,23 @@ class SIAAlign(_SIABase):
         clean = response_loss(self.model(input_ids=ids, attention_mask=mask).logits, labels)
         per_sample = clean
         harmful = batch["harmful"]
-        if self.adv_weight > 0 and self.adv_eps > 0 and self.adv_steps > 0 and bool(harmful.any()):
+        attack = bool(harmful.any())
+        if self._sharded:
+            # The attack's forwards are collectives: all ranks attack when any rank has a harmful sample.
+            attack = self.trainer.strategy.reduce_boolean_decision(attack, all=False)
+        if self.adv_weight > 0 and self.adv_eps > 0 and self.adv_steps > 0 and attack:
             eps = self._eps()
             eps_b = harmful.float() * eps  # per-sample budget: benign/knowledge samples stay clean
             delta = embedding_pgd(self.model, ids, mask, labels, batch["prompt_mask"], eps=eps_b,
-                                  alpha=self.adv_alpha * eps, steps=self.adv_steps, generator=generator)
+                                  alpha=self.adv_alpha * eps, steps=self.adv_steps, generator=generator,
+                                  lockstep=self._sharded)
             embeds = self.model.get_input_embeddings()(ids)
             adv = response_loss(self.model(inputs_embeds=embeds + delta.to(embeds.dtype), attention_mask=mask).logits, labels)
+            # torch.where keeps adv in the graph even with no harmful sample here, so every rank's
+            # backward runs through the same forwards (each one reduce-scatters gradients).
             per_sample = torch.where(harmful, (1 - self.adv_weight) * clean + self.adv_weight * adv, clean)
-            self.log("train/adv_loss", adv[harmful].mean(), batch_size=int(harmful.sum()))
+            if bool(harmful.any()):
+                self.log("train/adv_loss", adv[harmful].mean(), batch_size=int(harmful.sum()))
         weights = torch.tensor(self.task_weights, device=ids.device)[batch["task_id"]]
         loss = (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)

@@ -14,12 +14,17 @@
   token embeddings that maximises the loss of the safe response, through the shared attack core.
 * :func:`suffix_search` - a discrete adversarial suffix by best-of-K random search.
 * :func:`greedy_generate` - greedy decoding from (possibly perturbed) prompt embeddings.
+* :func:`shard_causal_lm` / :func:`gathered_parameters` / :func:`embedding_std` - FSDP2
+  (``torch.distributed.fsdp.fully_shard``) sharding of an HF causal LM and the two things SIA needs
+  on top of it: a full copy of the weights for data-dependent local work (generation, evaluation
+  attacks) and the embedding scale from a sharded table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,9 +43,13 @@ __all__ = [
     "decoder_layers",
     "depth_upscale",
     "embedding_pgd",
+    "embedding_std",
     "freeze_for_injection",
+    "gathered_parameters",
     "greedy_generate",
+    "is_sharded",
     "response_loss",
+    "shard_causal_lm",
     "suffix_search",
 ]
 
@@ -256,6 +265,7 @@ def embedding_pgd(
     alpha: float,
     steps: int,
     generator: torch.Generator | None = None,
+    lockstep: bool = False,
 ) -> Tensor:
     """Embedding-space attack: the perturbation ``delta`` of the prompt token embeddings.
 
@@ -266,6 +276,12 @@ def embedding_pgd(
     clamp gets bounds wide enough never to bind. The model runs in eval mode with frozen
     parameters (``attack_mode``), as the attack-context contract asks.
 
+    ``lockstep`` is for a model sharded with :func:`shard_causal_lm`: each forward all-gathers the
+    weights, a collective every rank must join, so a rank whose budget is all zero (no harmful
+    sample in its share of the batch) still runs the ``steps`` forward/backward passes, on the
+    clean embeddings, and returns a zero ``delta``. Without it that rank would skip them (the
+    attack core returns early on a zero budget) and the ranks would deadlock.
+
     Returns:
         ``delta`` (detached, zero outside the prompt), to be added to ``embed(input_ids)``.
     """
@@ -274,15 +290,22 @@ def embedding_pgd(
         clean = embed(input_ids).detach()
     mask = prompt_mask.unsqueeze(-1).to(clean.dtype)
     eps_max = float(eps.max()) if isinstance(eps, Tensor) else float(eps)
-    if steps == 0 or eps_max <= 0:
-        return torch.zeros_like(clean)
-    margin = 2 * eps_max + 1.0
-    bounds = (float(clean.min()) - margin, float(clean.max()) + margin)
 
     def loss_fn(e: Tensor) -> Tensor:
         inputs = clean + (e - clean) * mask
         logits = model(inputs_embeds=inputs, attention_mask=attention_mask).logits
         return response_loss(logits, labels)
+
+    if steps == 0 or eps_max <= 0:
+        if lockstep and steps > 0:
+            # Join the other ranks' attack passes (see the docstring); the result is discarded.
+            with attack_mode(model, "eval"), torch.inference_mode(False), torch.enable_grad():
+                e = clean.clone().requires_grad_(True)
+                for _ in range(steps):
+                    torch.autograd.grad(loss_fn(e).sum(), e)
+        return torch.zeros_like(clean)
+    margin = 2 * eps_max + 1.0
+    bounds = (float(clean.min()) - margin, float(clean.max()) + margin)
 
     with attack_mode(model, "eval"):
         adv = pgd(loss_fn, clean, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True,
@@ -357,3 +380,125 @@ def greedy_generate(
                 break
             emb = torch.cat([emb, embed(nxt).unsqueeze(1)], dim=1)
     return outputs
+
+
+# --- FSDP2 sharding -----------------------------------------------------------------------------
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` was sharded with FSDP2 (``fully_shard``, e.g. by :func:`shard_causal_lm`)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def shard_causal_lm(model: nn.Module, mesh: Any, broadcast_from_rank0: bool = False) -> nn.Module:
+    """Shard an HF causal LM in place with FSDP2 (``fully_shard``) over the 1-D device ``mesh``.
+
+    FSDP units: every decoder layer (:func:`decoder_layers`), the input embedding (grouped with
+    the LM head when their weights are tied, GPT-2 style, so the shared table is one parameter),
+    and the root (final norm, untied head); each reshards after forward. The embedding is a unit
+    of its own because SIA calls it directly, outside the model's forward (the embedding attack's
+    clean embeddings, the adversarial forward's ``inputs_embeds``, generation): its own hooks
+    all-gather the table for such a call, where a table owned by the root would stay a sharded
+    ``DTensor`` and fail. The root then runs one forward on a single token: FSDP2 initialises
+    lazily at the first forward of the root, and a unit called directly before that would claim
+    the root role and break every later forward.
+
+    Args:
+        model: an HF causal LM, identical on every rank of ``mesh`` (or see below).
+        mesh: a 1-D ``DeviceMesh`` (Lightning's ``ModelParallelStrategy`` gives
+            ``device_mesh["data_parallel"]``); parameters move to its device type.
+        broadcast_from_rank0: copy rank 0's parameters and buffers to the other ranks first, for
+            a randomly initialised model whose ranks might not share a seed.
+
+    Returns:
+        ``model`` (now an ``FSDPModule``).
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    if getattr(mesh, "ndim", None) != 1:
+        raise ValueError(f"mesh must be a 1-D DeviceMesh (data-parallel ranks), got {mesh!r}")
+    if is_sharded(model):
+        raise ValueError("model is already sharded")
+    layers = decoder_layers(model)
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if broadcast_from_rank0:
+        group = mesh.get_group()
+        src = dist.get_global_rank(group, 0)
+        device = torch.device(mesh.device_type)
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                moved = t.data.to(device)
+                dist.broadcast(moved, src=src, group=group)
+                t.data.copy_(moved.to(t.device))
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True)
+    tied = head is not None and getattr(head, "weight", None) is embed.weight
+    fully_shard([embed, head] if tied else embed, mesh=mesh, reshard_after_forward=True)
+    # The root reshards after forward too (FSDP2's default keeps it gathered until backward).
+    # FSDP2 copies requires_grad from the sharded to the gathered parameters only when it
+    # gathers; attack_mode freezes whichever parameters are registered when it starts. A root
+    # left gathered by a no-grad forward under attack_mode (suffix search) would stay frozen
+    # through the next forward and silently lose the head's and final norm's gradients.
+    fully_shard(model, mesh=mesh, reshard_after_forward=True)
+    device = next(iter(embed.parameters())).device
+    token = getattr(getattr(model, "config", None), "bos_token_id", None) or 0
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()  # no dropout: the initialising forward must not draw from the global RNG
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[int(token)]], device=device))
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    return model
+
+
+@contextlib.contextmanager
+def gathered_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """All-gather a :func:`shard_causal_lm` model's weights once and keep them for the block.
+
+    Inside, forward and input-gradient passes run on the local full weights with no collective,
+    so a rank may run as many of them as its own data needs: greedy generation (lengths, early
+    stop), evaluation attacks, suffix search. Every rank must enter and leave together (the
+    gather is a collective). Costs one full copy of the weights per device, like FSDP1's
+    ``summon_full_params``. Do not train inside: gradients are neither reduced nor sharded.
+    A model that is not sharded passes through unchanged.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield model
+        return
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.set_reshard_after_backward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield model
+    finally:
+        for unit in units:
+            # Back to the policy of shard_causal_lm: every unit reshards after forward and backward.
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.set_reshard_after_backward(True, recurse=False)
+            unit.reshard()
+
+
+def embedding_std(weight: Tensor) -> float:
+    """Standard deviation (unbiased) of an embedding table, sharded (FSDP2 ``DTensor``) or not.
+
+    A sharded table is reduced through its first two moments (two scalar all-reduces, collectives
+    every rank must call) rather than gathered.
+    """
+    from torch.distributed.tensor import DTensor
+
+    w = weight.detach()
+    if not isinstance(w, DTensor):
+        return float(w.float().std())
+    w64 = w.to(torch.float64)
+    n = w.numel()
+    total = w64.sum().full_tensor()
+    squares = (w64 * w64).sum().full_tensor()
+    var = (squares - total * total / n) / max(n - 1, 1)
+    return float(var.clamp_min(0.0).sqrt())
