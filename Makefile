@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := requirements/base.txt requirements/dev.txt
+REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/detection.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 INSTALLED := $(VENV)/.installed-$(REQ_HASH)
 PYTEST_ARGS ?=
@@ -17,6 +17,8 @@ PYTEST_ARGS ?=
 TORCH_CUDA_ARCH_LIST ?= 9.0
 CUDA_HOME ?= /usr/local/cuda
 export TORCH_CUDA_ARCH_LIST CUDA_HOME
+# mmcv's ops are built for CPU (CI has no GPU); MMCV_FORCE_CUDA=1 builds its CUDA ops too (slow).
+MMCV_FORCE_CUDA ?= 0
 
 .PHONY: install build test test-fast demo benchmark clean
 
@@ -26,6 +28,11 @@ $(INSTALLED): $(REQUIREMENTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -r requirements/base.txt -r requirements/dev.txt
+	@# mmdet stack (KGAT), in the order it needs: mmengine, mmcv built from source, mmdet.
+	$(BIN)/python -m pip install -c requirements/detection.txt mmengine
+	MMCV_WITH_OPS=1 FORCE_CUDA=$(MMCV_FORCE_CUDA) MAX_JOBS=$${MAX_JOBS:-2} \
+		$(BIN)/python -m pip install --no-build-isolation -c requirements/detection.txt mmcv
+	$(BIN)/python -m pip install -c requirements/detection.txt mmdet
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,18 +1,32 @@
 """robust_lightning: adversarial-robustness training methods for PyTorch Lightning."""
 
-from robust_lightning.attacks import APGD, FGSM, PGD, Attack, TransferAttack, apgd, attack_mode, fgsm, pgd
+from robust_lightning.attacks import (
+    APGD,
+    FGSM,
+    PGD,
+    Attack,
+    DetectionAttack,
+    TransferAttack,
+    apgd,
+    attack_mode,
+    fgsm,
+    pgd,
+)
 from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening, RobustnessEvaluation
 from robust_lightning.datamodules import (
     CIFAR10DataModule,
     DigitsDataModule,
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
+    InfraredDetectionDataModule,
     SyntheticDigitsDataModule,
+    SyntheticThermalDataModule,
 )
 from robust_lightning.lightning_modules import RobustClassifier
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
+from robust_lightning.lightning_modules.kgat import KGATDetector
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.lightning_modules.rct_af import (
     CurvatureTunableActivation,
@@ -38,10 +52,13 @@ __all__ = [
     "CIFAR10DataModule",
     "CurvatureTunableActivation",
     "DRSFClassifier",
+    "DetectionAttack",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
     "GradientReversal",
     "ImageFolderDataModule",
+    "InfraredDetectionDataModule",
+    "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
     "NeroNetClassifier",
@@ -56,6 +73,7 @@ __all__ = [
     "SIAInject",
     "SmallCNN",
     "SyntheticDigitsDataModule",
+    "SyntheticThermalDataModule",
     "TextClassifier",
     "TransferAttack",
     "TriggerGenerator",

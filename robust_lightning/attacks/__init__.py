@@ -4,6 +4,7 @@ and textual backdoor poisoners."""
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, PGD, Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, fgsm, parse_budget, pgd
+from robust_lightning.attacks.detection import DetectionAttack, detection_attack, split_detection_losses
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.text import (
     POISONERS,
@@ -23,11 +24,13 @@ __all__ = [
     "AddSentPoisoner",
     "Attack",
     "BadNetsPoisoner",
+    "DetectionAttack",
     "StyleTemplatePoisoner",
     "SyntacticTemplatePoisoner",
     "TextPoisoner",
     "TransferAttack",
     "apgd",
+    "detection_attack",
     "attack_mode",
     "dlr_loss",
     "eps_tag",
@@ -35,6 +38,7 @@ __all__ = [
     "load_surrogate",
     "parse_budget",
     "pgd",
+    "split_detection_losses",
     "targeted_dlr_loss",
     "worst_case_robustness",
 ]

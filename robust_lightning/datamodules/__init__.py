@@ -16,6 +16,11 @@ from robust_lightning.datamodules.domain_generalization import (
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
 )
+from robust_lightning.datamodules.infrared import (
+    InfraredDetectionDataModule,
+    SyntheticThermalDataModule,
+    generate_thermal_scenes,
+)
 from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
 from robust_lightning.datamodules.text import TextBackdoorDataModule, generate_sentiment_corpus
 
@@ -27,10 +32,13 @@ __all__ = [
     "DomainGeneralizationDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataModule",
+    "InfraredDetectionDataModule",
     "SpuriousCueSpeechDataModule",
     "SyntheticDigitsDataModule",
+    "SyntheticThermalDataModule",
     "TensorImageDataset",
     "TextBackdoorDataModule",
     "generate_sentiment_corpus",
+    "generate_thermal_scenes",
     "generate_spurious_cue_corpus",
 ]

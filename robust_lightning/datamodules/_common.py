@@ -5,7 +5,12 @@ differ only in how they read and split it, so the dataset wrapper, the seeded st
 the dataloader construction and the argument checks live here once.
 """
 
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +28,8 @@ __all__ = [
     "check_non_negative_int",
     "check_optional_positive_int",
     "check_positive_int",
+    "generate_once",
+    "read_generated_manifest",
     "stratified_permutation",
 ]
 
@@ -301,3 +308,59 @@ class InMemoryImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         """The test set, for ``Trainer.predict``."""
         return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
+
+
+GENERATED_MANIFEST = "manifest.json"
+
+
+def read_generated_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of a generated dataset folder, or ``None`` when absent or unreadable."""
+    try:
+        return json.loads((root / GENERATED_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def generate_once(
+    root: str | os.PathLike[str],
+    fingerprint: dict[str, Any],
+    write: Callable[[Path], dict[str, Any] | None],
+    overwrite: bool = False,
+) -> Path:
+    """Materialise a generated dataset in ``root`` unless one with the same parameters is there.
+
+    ``write(tmp)`` fills a temporary sibling folder (and may return extra manifest entries);
+    the folder is then renamed into place, so concurrent processes (pytest-xdist workers, DDP
+    ranks) never see a half-written dataset. ``root`` is only replaced when it holds a
+    generated dataset of other parameters; a folder without our manifest is never touched.
+
+    Raises:
+        ValueError: If ``root`` exists, is not empty and holds no generated dataset.
+    """
+    root = Path(root)
+    manifest = read_generated_manifest(root)
+    if manifest is not None and manifest.get("params") == fingerprint and not overwrite:
+        return root
+    if root.exists() and any(root.iterdir()) and manifest is None:
+        raise ValueError(
+            f"root {root} exists and is not a generated dataset (no {GENERATED_MANIFEST}); choose another root"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        extra = write(tmp) or {}
+        (tmp / GENERATED_MANIFEST).write_text(json.dumps({"params": fingerprint, **extra}, indent=2))
+        if root.exists():
+            # Ours (it has a manifest) but stale or overwrite requested: replace it.
+            stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
+            os.replace(root, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # Another process renamed its identical dataset into place first: keep theirs.
+            if (read_generated_manifest(root) or {}).get("params") != fingerprint:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
