@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_lightning.lightning_modules.kgat.experiment import (  # noqa: E402
+from robust_lightning.lightning_modules.kgat.experiment import (
     EXPERIMENT_DEFAULTS,
     run_synthetic_experiment,
 )

@@ -39,8 +39,6 @@ parser here, so no audio backend is needed; other formats go through ``soundfile
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -63,10 +61,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from robust_lightning.datamodules._common import (
-    check_fraction,
+    GENERATED_MANIFEST,
     check_int_at_least,
     check_non_negative_int,
     check_positive_int,
+    generate_once,
+    read_generated_manifest,
 )
 
 __all__ = [
@@ -119,7 +119,6 @@ AUDIOMOS_CONTENT_TYPES: dict[str, str] = {
 }
 
 _CORPUS_VERSION = 1
-_MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1017,13 +1016,6 @@ def _corpus_fingerprint(p: _CorpusParams) -> dict[str, Any]:
     return {k: getattr(p, k) for k in _CorpusParams.__dataclass_fields__}
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / _MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def generate_spurious_cue_corpus(
     root: str | os.PathLike[str],
     n_train: int = 240,
@@ -1107,11 +1099,11 @@ def generate_spurious_cue_corpus(
     # The resolved source is part of the fingerprint: installing espeak-ng later regenerates an
     # "auto" corpus that was synthesised without it.
     fingerprint = {**_corpus_fingerprint(params), "speech_source": source}
-    manifest = _read_manifest(root)
+    manifest = read_generated_manifest(root)
     if manifest is not None and manifest.get("params") == fingerprint and not overwrite:
         return root
     if root.exists() and any(root.iterdir()) and manifest is None:
-        raise ValueError(f"root {root} exists and is not a generated corpus (no {_MANIFEST}); choose another root")
+        raise ValueError(f"root {root} exists and is not a generated corpus (no {GENERATED_MANIFEST}); choose another root")
     if speech_source == "auto" and source == "synthetic":
         warnings.warn(
             "espeak-ng not found: generating the audio-quality corpus from formant-synthesised "
@@ -1119,29 +1111,12 @@ def generate_spurious_cue_corpus(
             "corpus.", stacklevel=2,
         )
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
         _write_corpus(tmp, params, source)
-        (tmp / _MANIFEST).write_text(json.dumps(
-            {"params": fingerprint, "speech_source_used": source,
-             "aspects": list(ASPECTS), "hum_hz": [_hum_frequency(k) for k in range(num_corpora)]},
-            indent=2,
-        ))
-        if root.exists():
-            # Ours (it has a manifest) but stale or overwrite requested: replace it.
-            stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
-            os.replace(root, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            # Another process renamed its identical corpus into place first: keep theirs.
-            if (_read_manifest(root) or {}).get("params") != fingerprint:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+        return {"speech_source_used": source, "aspects": list(ASPECTS),
+                "hum_hz": [_hum_frequency(k) for k in range(num_corpora)]}
+
+    return generate_once(root, fingerprint, write, overwrite=overwrite)
 
 
 def _write_corpus(out: Path, p: _CorpusParams, source: str) -> None:

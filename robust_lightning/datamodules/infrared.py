@@ -115,7 +115,7 @@ def _object_mask(shape: str, height: int, width: int, supersample: int = 4) -> n
         dy = np.clip(np.abs(yy) - (1 - r), 0, None)
         mask = dx**2 + dy**2 <= r**2
     elif shape == "wheels":
-        ring = lambda cx: np.abs(np.hypot((xx - cx) / 0.42, (yy - 0.3) / 0.62) - 1.0) < 0.35  # noqa: E731
+        ring = lambda cx: np.abs(np.hypot((xx - cx) / 0.42, (yy - 0.3) / 0.62) - 1.0) < 0.35
         bar = (np.abs(yy + 0.05) < 0.12) & (np.abs(xx) < 0.7)
         post = (np.abs(xx - 0.1) < 0.1) & (yy > -0.9) & (yy < 0.3)
         mask = ring(-0.55) | ring(0.55) | bar | post
@@ -529,7 +529,9 @@ class InfraredDetectionDataModule(LightningDataModule):
 
     def relation_matrix(self) -> Tensor:
         """KGAT's class relation-stability matrix R of the training split (see ``kgat.knowledge``)."""
-        from robust_lightning.lightning_modules.kgat.knowledge import relation_stability_matrix
+        from robust_lightning.lightning_modules.kgat.knowledge import (
+            relation_stability_matrix,
+        )
 
         return relation_stability_matrix(self._dataset("train").iter_gray(), self.num_classes)
 

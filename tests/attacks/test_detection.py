@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_lightning.attacks.detection import DetectionAttack, detection_attack, split_detection_losses
+from robust_lightning.attacks.detection import (
+    DetectionAttack,
+    detection_attack,
+    split_detection_losses,
+)
 
 
 def test_split_sorts_mmdet_loss_names() -> None:

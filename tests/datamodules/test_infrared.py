@@ -17,7 +17,10 @@ from robust_lightning.datamodules.infrared import (
     SyntheticThermalDataModule,
     generate_thermal_scenes,
 )
-from robust_lightning.lightning_modules.kgat.knowledge import background_gray_mean, class_gray_means
+from robust_lightning.lightning_modules.kgat.knowledge import (
+    background_gray_mean,
+    class_gray_means,
+)
 
 
 @pytest.fixture(scope="module")

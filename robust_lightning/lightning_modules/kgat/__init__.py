@@ -9,8 +9,15 @@ from robust_lightning.lightning_modules.kgat.knowledge import (
     reliability_weight,
     spearman_rho,
 )
-from robust_lightning.lightning_modules.kgat.lightning_module import RECIPES, KGATDetector
-from robust_lightning.lightning_modules.kgat.model import MMDetDetector, build_detector_config, mmdet_available
+from robust_lightning.lightning_modules.kgat.lightning_module import (
+    RECIPES,
+    KGATDetector,
+)
+from robust_lightning.lightning_modules.kgat.model import (
+    MMDetDetector,
+    build_detector_config,
+    mmdet_available,
+)
 
 __all__ = [
     "RECIPES",

@@ -30,7 +30,10 @@ from torchmetrics.detection import MeanAveragePrecision
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
 from robust_lightning.callbacks._common import RankGenerator
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
+from robust_lightning.lightning_modules._optim import (
+    check_scheduler_interval,
+    optimizers_config,
+)
 from robust_lightning.lightning_modules.kgat.knowledge import (
     knowledge_gray_vectors,
     relation_weight,

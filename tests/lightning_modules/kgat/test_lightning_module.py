@@ -10,10 +10,14 @@ import torch
 
 pytest.importorskip("mmdet", reason="KGAT needs the mmdet stack (make install builds it)")
 
-from robust_lightning.attacks.detection import DetectionAttack  # noqa: E402
-from robust_lightning.datamodules.infrared import SyntheticThermalDataModule  # noqa: E402
-from robust_lightning.lightning_modules.kgat import KGATDetector, MMDetDetector, build_detector_config  # noqa: E402
-from tests.data.kgat import DETECTORS, tiny_detector  # noqa: E402
+from robust_lightning.attacks.detection import DetectionAttack
+from robust_lightning.datamodules.infrared import SyntheticThermalDataModule
+from robust_lightning.lightning_modules.kgat import (
+    KGATDetector,
+    MMDetDetector,
+    build_detector_config,
+)
+from tests.data.kgat import DETECTORS, tiny_detector
 
 
 @pytest.fixture(scope="module")
