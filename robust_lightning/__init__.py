@@ -35,6 +35,7 @@ from robust_lightning.lightning_modules.rct_af import (
     swap_activations,
 )
 from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule, SIAInject, depth_upscale
+from robust_lightning.lightning_modules.voltage_rl import VoltVarDataModule, VoltVarTD3
 from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
 from robust_lightning.protocol import AdversarialMixin
 
@@ -77,6 +78,8 @@ __all__ = [
     "TextClassifier",
     "TransferAttack",
     "TriggerGenerator",
+    "VoltVarDataModule",
+    "VoltVarTD3",
     "apgd",
     "attack_mode",
     "depth_upscale",
