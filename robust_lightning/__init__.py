@@ -5,6 +5,7 @@ from robust_lightning.attacks import (
     FGSM,
     PGD,
     Attack,
+    ConstrainedPGD,
     DetectionAttack,
     TransferAttack,
     apgd,
@@ -16,6 +17,7 @@ from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening,
 from robust_lightning.datamodules import (
     CIFAR10DataModule,
     DigitsDataModule,
+    FlowDataModule,
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
     InfraredDetectionDataModule,
@@ -25,6 +27,7 @@ from robust_lightning.datamodules import (
 from robust_lightning.lightning_modules import RobustClassifier
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
+from robust_lightning.lightning_modules.ddos import DDoSDetector
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.kgat import KGATDetector
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
@@ -51,11 +54,14 @@ __all__ = [
     "BackdoorDefense",
     "Attack",
     "CIFAR10DataModule",
+    "ConstrainedPGD",
     "CurvatureTunableActivation",
+    "DDoSDetector",
     "DRSFClassifier",
     "DetectionAttack",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
+    "FlowDataModule",
     "GradientReversal",
     "ImageFolderDataModule",
     "InfraredDetectionDataModule",

@@ -16,6 +16,7 @@ from robust_lightning.datamodules.domain_generalization import (
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
 )
+from robust_lightning.datamodules.flows import FlowDataModule, generate_flow_csvs, read_flow_csv
 from robust_lightning.datamodules.infrared import (
     InfraredDetectionDataModule,
     SyntheticThermalDataModule,
@@ -30,6 +31,7 @@ __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
+    "FlowDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataModule",
     "InfraredDetectionDataModule",
@@ -38,7 +40,9 @@ __all__ = [
     "SyntheticThermalDataModule",
     "TensorImageDataset",
     "TextBackdoorDataModule",
+    "generate_flow_csvs",
     "generate_sentiment_corpus",
     "generate_thermal_scenes",
+    "read_flow_csv",
     "generate_spurious_cue_corpus",
 ]
