@@ -13,12 +13,17 @@ from robust_lightning.attacks import (
     fgsm,
     pgd,
 )
-from robust_lightning.callbacks import AdversarialTraining, LaplacianSharpening, RobustnessEvaluation
+from robust_lightning.callbacks import (
+    AdversarialTraining,
+    ConjugateProbe,
+    LaplacianSharpening,
+    RobustnessEvaluation,
+)
 from robust_lightning.datamodules import (
     CIFAR10DataModule,
     DigitsDataModule,
-    FlowDataModule,
     DomainGeneralizationDataModule,
+    FlowDataModule,
     ImageFolderDataModule,
     InfraredDetectionDataModule,
     SyntheticDigitsDataModule,
@@ -26,20 +31,36 @@ from robust_lightning.datamodules import (
 )
 from robust_lightning.lightning_modules import RobustClassifier
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
-from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
+from robust_lightning.lightning_modules.badllm_tg import (
+    BackdoorDefense,
+    TextClassifier,
+    TriggerGenerator,
+)
 from robust_lightning.lightning_modules.ddos import DDoSDetector
 from robust_lightning.lightning_modules.drsf import DRSFClassifier
 from robust_lightning.lightning_modules.kgat import KGATDetector
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
+from robust_lightning.lightning_modules.nup import ConjMask, ConjMaskClassifier
 from robust_lightning.lightning_modules.rct_af import (
     CurvatureTunableActivation,
     RCTAFClassifier,
     hessian_diag_norm,
     swap_activations,
 )
-from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule, SIAInject, depth_upscale
+from robust_lightning.lightning_modules.sia import (
+    SIAAlign,
+    SIADataModule,
+    SIAInject,
+    depth_upscale,
+)
 from robust_lightning.lightning_modules.voltage_rl import VoltVarDataModule, VoltVarTD3
-from robust_lightning.nn import GradientReversal, LaplacianSharpen, Normalize, PreActResNet18, SmallCNN
+from robust_lightning.nn import (
+    GradientReversal,
+    LaplacianSharpen,
+    Normalize,
+    PreActResNet18,
+    SmallCNN,
+)
 from robust_lightning.protocol import AdversarialMixin
 
 __version__ = "0.1.0"
@@ -50,10 +71,13 @@ __all__ = [
     "PGD",
     "AdversarialMixin",
     "AdversarialTraining",
+    "Attack",
     "AudioQualityGRL",
     "BackdoorDefense",
-    "Attack",
     "CIFAR10DataModule",
+    "ConjMask",
+    "ConjMaskClassifier",
+    "ConjugateProbe",
     "ConstrainedPGD",
     "CurvatureTunableActivation",
     "DDoSDetector",

@@ -3,9 +3,17 @@ and textual backdoor poisoners."""
 
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, PGD, Attack
-from robust_lightning.attacks.constrained import ConstrainedPGD, FlowConstraints, constrained_pgd
+from robust_lightning.attacks.constrained import (
+    ConstrainedPGD,
+    FlowConstraints,
+    constrained_pgd,
+)
 from robust_lightning.attacks.core import attack_mode, eps_tag, fgsm, parse_budget, pgd
-from robust_lightning.attacks.detection import DetectionAttack, detection_attack, split_detection_losses
+from robust_lightning.attacks.detection import (
+    DetectionAttack,
+    detection_attack,
+    split_detection_losses,
+)
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.text import (
     POISONERS,
@@ -33,9 +41,9 @@ __all__ = [
     "TextPoisoner",
     "TransferAttack",
     "apgd",
-    "detection_attack",
     "attack_mode",
     "constrained_pgd",
+    "detection_attack",
     "dlr_loss",
     "eps_tag",
     "fgsm",

@@ -3,7 +3,10 @@ text as token ids;
 normalisation is a layer of the model, so attack budgets mean the same everywhere.
 """
 
-from robust_lightning.datamodules._common import InMemoryImageDataModule, TensorImageDataset
+from robust_lightning.datamodules._common import (
+    InMemoryImageDataModule,
+    TensorImageDataset,
+)
 from robust_lightning.datamodules.audio_quality import (
     AudioMOSTrack2DataModule,
     AudioQualityCSVDataModule,
@@ -16,14 +19,21 @@ from robust_lightning.datamodules.domain_generalization import (
     DomainGeneralizationDataModule,
     ImageFolderDataModule,
 )
-from robust_lightning.datamodules.flows import FlowDataModule, generate_flow_csvs, read_flow_csv
+from robust_lightning.datamodules.flows import (
+    FlowDataModule,
+    generate_flow_csvs,
+    read_flow_csv,
+)
 from robust_lightning.datamodules.infrared import (
     InfraredDetectionDataModule,
     SyntheticThermalDataModule,
     generate_thermal_scenes,
 )
 from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
-from robust_lightning.datamodules.text import TextBackdoorDataModule, generate_sentiment_corpus
+from robust_lightning.datamodules.text import (
+    TextBackdoorDataModule,
+    generate_sentiment_corpus,
+)
 
 __all__ = [
     "AudioMOSTrack2DataModule",
@@ -42,7 +52,7 @@ __all__ = [
     "TextBackdoorDataModule",
     "generate_flow_csvs",
     "generate_sentiment_corpus",
+    "generate_spurious_cue_corpus",
     "generate_thermal_scenes",
     "read_flow_csv",
-    "generate_spurious_cue_corpus",
 ]

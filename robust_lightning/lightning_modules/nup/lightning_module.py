@@ -1,0 +1,126 @@
+"""ConjMaskClassifier: a RobustClassifier whose inputs pass through ConjMask.
+
+ConjMask (Zhang et al., "Neural Uncertainty Principle", arXiv:2603.19562) masks the input
+components with the largest input×gradient contribution before classifying; our reading of it
+is in :mod:`robust_lightning.lightning_modules.nup.model`.
+
+* Training (``mask_train``): every training step masks its inputs first, using the true label
+  (``train_label="target"``) or the prediction (``"predicted"``), so the model learns on what it
+  will see at test time.
+* Evaluation (``mask_eval``): ``forward`` in eval mode masks with the **predicted** label (no true
+  label exists at test time), so ``val/acc``, ``test/acc``, predictions and every attack of
+  :class:`~robust_lightning.callbacks.RobustnessEvaluation` go through the masked model. The mask
+  is detached, so white-box attacks see zero gradient on masked components (gradient masking);
+  ``straight_through=True`` gives them the BPDA gradient instead (evaluation only). Report
+  transfer attacks too (``robust_lightning.attacks.transfer``; ``benchmarks/nup_digits.py``).
+
+Everything else (recipes, optimizer, metrics, protocol) is :class:`RobustClassifier`'s; an
+adversarial recipe crafts its training attack through the masked eval-mode forward and then the
+training step masks the adversarial inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from robust_lightning.attacks.core import Norm
+from robust_lightning.lightning_modules.classifier import (
+    Recipe,
+    RobustClassifier,
+    _default_optimizer,
+)
+from robust_lightning.lightning_modules.nup.model import (
+    Score,
+    _check_baseline,
+    _check_fraction,
+    _check_score,
+    conj_mask_inputs,
+)
+from robust_lightning.protocol import default_with_adversarial_inputs, split_batch
+
+__all__ = ["TRAIN_LABELS", "ConjMaskClassifier"]
+
+TRAIN_LABELS: tuple[str, ...] = ("target", "predicted")
+
+
+class ConjMaskClassifier(RobustClassifier):
+    """An image classifier with ConjMask in front of it, at training and/or at evaluation.
+
+    Args:
+        backbone: ``nn.Module`` mapping normalised images to logits (e.g. ``SmallCNN``).
+        num_classes: Number of classes.
+        mean: Per-channel mean of the inner ``Normalize`` layer.
+        std: Per-channel std of the inner ``Normalize`` layer.
+        mask_fraction: Fraction of input components ConjMask masks per sample, in ``[0, 1]``.
+        mask_baseline: Value given to masked components, in input units (images in ``[0, 1]``:
+            0 is black; ``mask_baseline = mean`` masks to the zero of the normalised input).
+        mask_score: ``"abs"`` (largest ``|(x - b) ⊙ ∇x L|``) or ``"positive"`` (largest signed).
+        mask_train: Mask the inputs of every training step.
+        mask_eval: Mask in eval-mode forward passes (validation, test, predict, attacks).
+        train_label: Label of the training mask's loss, ``"target"`` or ``"predicted"``.
+        straight_through: Straight-through (BPDA) gradient through the mask, for evaluation.
+        recipe, eps, alpha, steps, norm, trades_beta, attack_model_mode, optimizer, lr_scheduler,
+            scheduler_interval: As in :class:`~robust_lightning.RobustClassifier`.
+
+    Raises:
+        ValueError: On an out-of-range argument (the message names it).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 10,
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        mask_fraction: float = 0.1,
+        mask_baseline: float = 0.0,
+        mask_score: Score = "abs",
+        mask_train: bool = True,
+        mask_eval: bool = True,
+        train_label: Literal["target", "predicted"] = "target",
+        straight_through: bool = False,
+        recipe: Recipe = "standard",
+        eps: float | str = "8/255",
+        alpha: float | str | None = None,
+        steps: int = 10,
+        norm: Norm = "linf",
+        trades_beta: float = 6.0,
+        attack_model_mode: Literal["eval", "train"] = "eval",
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+    ) -> None:
+        super().__init__(backbone, num_classes=num_classes, mean=mean, std=std, recipe=recipe, eps=eps, alpha=alpha,
+                         steps=steps, norm=norm, trades_beta=trades_beta, attack_model_mode=attack_model_mode,
+                         optimizer=optimizer, lr_scheduler=lr_scheduler, scheduler_interval=scheduler_interval)
+        if train_label not in TRAIN_LABELS:
+            raise ValueError(f"train_label must be one of {TRAIN_LABELS}, got {train_label!r}")
+        self.mask_fraction = _check_fraction(mask_fraction)
+        self.mask_baseline = _check_baseline(mask_baseline)
+        self.mask_score = _check_score(mask_score)
+        self.mask_train = bool(mask_train)
+        self.mask_eval = bool(mask_eval)
+        self.train_label = train_label
+        self.straight_through = bool(straight_through)
+
+    def mask_inputs(self, x: Tensor, labels: Tensor | None = None, straight_through: bool = False) -> Tensor:
+        """``x`` after ConjMask on this module's network (``labels=None``: predicted labels)."""
+        return conj_mask_inputs(self.model, x, self.mask_fraction, self.mask_baseline, self.mask_score,
+                                labels=labels, straight_through=straight_through)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mask_eval and not self.training:
+            x = self.mask_inputs(x, straight_through=self.straight_through)
+        return super().forward(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self.mask_train and self.mask_fraction > 0:
+            x, y = split_batch(batch)
+            masked = self.mask_inputs(x, labels=y if self.train_label == "target" else None)
+            # Plain replacement of the inputs (TRADES' [x, y, x_adv] keeps its x_adv).
+            batch = default_with_adversarial_inputs(self, batch, masked)
+        return super().training_step(batch, batch_idx)
