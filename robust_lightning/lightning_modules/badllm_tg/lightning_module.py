@@ -176,8 +176,9 @@ class BackdoorDefense(TextClassifier):
     Each training epoch is one round: ``generation_steps`` REINFORCE updates of the
     :class:`TriggerGenerator` (reward: :func:`~.model.trigger_reward` on ``reward_samples``
     training texts), then an epoch over the (clean) training data in which each sample gets,
-    with probability ``defense_ratio``, a trigger from the replay pool inserted at a random
-    position and keeps its true label (the paper's adversarial fine-tuning, mixed with clean data).
+    with probability ``defense_ratio``, a copy carrying 1-``max_triggers_per_sample`` triggers
+    from the replay pool at random positions with its true label (the paper's adversarial
+    fine-tuning, mixed with clean data).
 
     Args:
         victim_path: Local folder of the poisoned victim (``TextClassifier.export_dir``).
@@ -197,7 +198,18 @@ class BackdoorDefense(TextClassifier):
         pool_size: Replay pool capacity.
         pool_temperature: Pooled triggers are drawn with probability ``softmax(reward / T)``, so
             the strongest triggers dominate the fine-tuning (our reading; ``T -> inf`` is uniform).
+            The default 0.02 gives a trigger that flips 95% of the samples (``R ~ -0.05``) about
+            8% of the weight of one that flips all of them (``R ~ 0``): natural cues (two
+            sentiment words) rarely reach ``R ~ 0``, backdoor fragments do.
         defense_ratio: Fraction of training samples given a pooled trigger (true label kept).
+        max_triggers_per_sample: A triggered sample carries ``k ~ U{1..max}`` distinct pooled
+            triggers, each at its own random position (our reading): a sentence-level backdoor
+            (AddSent) is found only in fragments (``3d``, ``watch``), and the victim still
+            responds to the fragments together after learning to ignore each alone.
+        keep_clean: ``True`` (our reading of "mixed with clean data"): the triggered samples are
+            copies added next to their clean originals, so each batch keeps its full clean
+            loss and the cues that pooled triggers share with the task (sentiment words) are not
+            unlearned; ``False`` replaces the originals.
         seed: Seed of sampling, reward texts and insertions.
         num_labels: See :class:`TextClassifier`.
         target_label: See :class:`TextClassifier` (ASR only; never used by the defence).
@@ -223,8 +235,10 @@ class BackdoorDefense(TextClassifier):
         kl_coef: float = 0.05,
         baseline_momentum: float = 0.9,
         pool_size: int = 16,
-        pool_temperature: float = 0.1,
+        pool_temperature: float = 0.02,
         defense_ratio: float = 0.5,
+        max_triggers_per_sample: int = 2,
+        keep_clean: bool = True,
         seed: int = 0,
         num_labels: int | None = None,
         target_label: int | None = None,
@@ -236,13 +250,16 @@ class BackdoorDefense(TextClassifier):
         _check_source(generator_path, generator_config, "generator")
         _check_source(victim_path, victim_config, "victim")
         for name, value in (("generation_steps", generation_steps), ("num_candidates", num_candidates),
-                            ("reward_samples", reward_samples), ("pool_size", pool_size)):
+                            ("reward_samples", reward_samples), ("pool_size", pool_size),
+                            ("max_triggers_per_sample", max_triggers_per_sample)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not pool_temperature > 0:
             raise ValueError(f"pool_temperature must be > 0, got {pool_temperature!r}")
         if not 0.0 <= defense_ratio <= 1.0:
             raise ValueError(f"defense_ratio must be in [0, 1], got {defense_ratio!r}")
+        if not isinstance(keep_clean, bool):
+            raise TypeError(f"keep_clean must be a bool, got {type(keep_clean).__name__}")
         if not generator_lr > 0:
             raise ValueError(f"generator_lr must be > 0, got {generator_lr!r}")
         super().__init__(victim_path, victim_config, num_labels, target_label, lr, weight_decay, max_length, export_dir)
@@ -261,6 +278,8 @@ class BackdoorDefense(TextClassifier):
         self.pool_size = pool_size
         self.pool_temperature = pool_temperature
         self.defense_ratio = defense_ratio
+        self.max_triggers_per_sample = max_triggers_per_sample
+        self.keep_clean = keep_clean
         self.seed = seed
         self.generator: TriggerGenerator | None = None
         self._generator_optimizer: torch.optim.Optimizer | None = None
@@ -328,18 +347,26 @@ class BackdoorDefense(TextClassifier):
                 logger.log_table(key="train/triggers", columns=["round", "trigger", "reward"],
                                  data=[[self.current_epoch, t, r] for r, t in pool.items])
 
+    def triggered(self, text: str) -> str:
+        """``text`` with 1-``max_triggers_per_sample`` distinct pooled triggers, each at its own
+        random word position (unchanged while the pool is empty)."""
+        k = self._rng.randint(1, self.max_triggers_per_sample)
+        for trigger in self.generator.pool.draw(self._rng, self.pool_temperature, k):
+            text = insert_trigger(text, trigger, self._rng)
+        return text
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        items = self.generator.pool.items if self.generator is not None else []
-        texts = list(batch["text"])
-        if items and self.defense_ratio > 0:
-            rewards = torch.tensor([r for r, _ in items])
-            weights = torch.softmax((rewards - rewards.max()) / self.pool_temperature, 0).tolist()
-            pool = [t for _, t in items]
-            texts = [insert_trigger(t, self._rng.choices(pool, weights)[0], self._rng)
-                     if self._rng.random() < self.defense_ratio else t for t in texts]
+        texts, labels = list(batch["text"]), batch["labels"]  # true labels, also for triggered samples
+        if self.generator is not None and self.generator.pool.items and self.defense_ratio > 0:
+            chosen = [i for i in range(len(texts)) if self._rng.random() < self.defense_ratio]
+            if self.keep_clean:  # triggered copies next to their clean originals
+                texts = texts + [self.triggered(texts[i]) for i in chosen]
+                labels = torch.cat([labels, labels[chosen]])
+            else:  # triggered versions replace the originals
+                for i in chosen:
+                    texts[i] = self.triggered(texts[i])
         enc = self.encode(texts)
         logits = self(enc["input_ids"], enc["attention_mask"])
-        labels = batch["labels"]  # true labels, also for triggered samples
         loss = F.cross_entropy(logits, labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log("train/acc", (logits.argmax(1) == labels).float().mean(), batch_size=len(labels))

@@ -15,6 +15,7 @@ that is not in the issue's summary of the paper is marked "our reading".
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,33 @@ class ReplayPool:
             if t.strip():
                 best[t] = max(float(r), best.get(t, float("-inf")))
         self.items = sorted(((r, t) for t, r in best.items()), reverse=True)[: self.capacity]
+
+    def draw(self, rng: random.Random, temperature: float, k: int = 1) -> list[str]:
+        """Up to ``k`` distinct pooled triggers, each drawn with probability ``softmax(reward / T)``.
+
+        Drawn one by one without replacement (renormalised over the rest), so one sample can
+        carry several different fragments of a trigger that the pool only holds in parts.
+
+        Args:
+            rng: Source of the draws.
+            temperature: ``T > 0``; small values concentrate the draws on the best triggers.
+            k: Number of triggers (fewer if the pool is smaller).
+
+        Returns:
+            The drawn triggers (empty if the pool is empty).
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        rest = list(self.items)
+        out = []
+        while rest and len(out) < k:
+            top = max(r for r, _ in rest)
+            # Shifted by the best remaining reward: that weight is 1, so the total never underflows.
+            weights = [math.exp((r - top) / temperature) for r, _ in rest]
+            out.append(rest.pop(rng.choices(range(len(rest)), weights)[0])[1])
+        return out
 
     @property
     def triggers(self) -> list[str]:

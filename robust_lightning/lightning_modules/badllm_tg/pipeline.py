@@ -41,7 +41,7 @@ def run_badllm_tg(
     seed: int = 0,
     num_samples: int = 2000,
     victim_epochs: int = 5,
-    defense_epochs: int = 3,
+    defense_epochs: int = 5,
     defense_samples: int = 600,
     defense_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

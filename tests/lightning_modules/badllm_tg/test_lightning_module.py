@@ -36,6 +36,52 @@ def test_bad_arguments() -> None:
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, generation_steps=0)
     with pytest.raises(TypeError, match="victim_path"):
         BackdoorDefense(victim_path=3, generator_config=TINY_GPT2)
+    with pytest.raises(ValueError, match="max_triggers_per_sample"):
+        BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, max_triggers_per_sample=0)
+    with pytest.raises(TypeError, match="keep_clean"):
+        BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, keep_clean="yes")
+
+
+class _Trainer:
+    """Just enough trainer for ``BackdoorDefense.setup``/``training_step`` outside ``fit``."""
+
+    def __init__(self, datamodule: TextBackdoorDataModule) -> None:
+        self.datamodule = datamodule
+
+
+@pytest.mark.parametrize("keep_clean", [True, False])
+def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: bool, monkeypatch) -> None:
+    data = TextBackdoorDataModule(num_samples=100, batch_size=8)
+    data.setup()
+    defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, defense_ratio=1.0,
+                              max_triggers_per_sample=3, keep_clean=keep_clean, pool_temperature=10.0)
+    defense._trainer = _Trainer(data)  # type: ignore[assignment]
+    defense.setup("fit")
+    defense.generator.pool.add(["cf", "mn", "bb"], [0.0, 0.0, 0.0])
+    seen: dict[str, object] = {}
+    encode = defense.encode
+
+    def spy(texts: list[str]) -> dict[str, torch.Tensor]:
+        seen["texts"] = texts
+        return encode(texts)
+
+    monkeypatch.setattr(defense, "encode", spy)
+    monkeypatch.setattr(defense, "log", lambda *args, **kwargs: None)
+    batch = next(iter(data.train_dataloader()))
+    counts = []
+    for _ in range(10):
+        loss = defense.training_step(batch, 0)
+        assert torch.isfinite(loss)
+        texts = seen["texts"]
+        assert len(texts) == (16 if keep_clean else 8)
+        if keep_clean:
+            assert texts[:8] == list(batch["text"])  # the clean originals stay in the batch
+        for clean, triggered in zip(batch["text"], texts[-8:]):
+            added = [w for w in triggered.split() if w in {"cf", "mn", "bb"}]
+            assert 1 <= len(added) <= 3 and len(set(added)) == len(added)
+            assert sorted(w for w in triggered.split() if w not in added) == sorted(clean.split())
+            counts.append(len(added))
+    assert {1, 2, 3} <= set(counts)
 
 
 def test_victim_fits_exports_and_defense_loads_it(tmp_path: Path) -> None:

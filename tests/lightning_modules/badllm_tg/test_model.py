@@ -96,6 +96,24 @@ def test_replay_pool_keeps_best_unique() -> None:
     assert other.items == pool.items and other.capacity == 2
 
 
+def test_replay_pool_draw_distinct_by_reward() -> None:
+    pool = ReplayPool(capacity=4)
+    assert pool.draw(random.Random(0), 0.1, 2) == []
+    pool.add(["best", "good", "bad"], [0.0, -0.01, -1.0])
+    rng = random.Random(0)
+    draws = [pool.draw(rng, 0.02, 2) for _ in range(200)]
+    assert all(len(d) == 2 and len(set(d)) == 2 for d in draws)
+    # softmax(R / 0.02): 'bad' has weight e^-50 next to the two near-zero-reward triggers
+    assert all(set(d) == {"best", "good"} for d in draws)
+    assert sorted(pool.draw(rng, 0.02, 5)) == ["bad", "best", "good"]  # k capped by the pool size
+    firsts = [pool.draw(rng, 1e3, 1)[0] for _ in range(300)]  # T -> inf: uniform
+    assert all(firsts.count(t) > 60 for t in ("best", "good", "bad"))
+    with pytest.raises(ValueError, match="temperature"):
+        pool.draw(rng, 0.0)
+    with pytest.raises(ValueError, match="k must"):
+        pool.draw(rng, 0.1, 0)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         build_hf_model("causal_lm")
