@@ -26,21 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_lightning.lightning_modules.audio_grl.experiment import (  # noqa: E402
+from _settings import parse_settings
+
+from robust_lightning.lightning_modules.audio_grl.experiment import (
     EXPERIMENT_DEFAULTS,
     run_spurious_cue_experiment,
 )
-
-
-def _parse_set(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if key not in EXPERIMENT_DEFAULTS:
-            raise SystemExit(f"--set {key}: unknown; known: {sorted(EXPERIMENT_DEFAULTS)}")
-        default = EXPERIMENT_DEFAULTS[key]
-        out[key] = type(default)(value) if not isinstance(default, str) else value
-    return out
 
 
 def main() -> None:
@@ -51,7 +42,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="experiment setting KEY=VALUE")
     parser.add_argument("--out", default="benchmarks/results/audio_grl_evidence.json")
     args = parser.parse_args()
-    overrides = _parse_set(args.set)
+    overrides = parse_settings(args.set, EXPERIMENT_DEFAULTS)
     settings = {**EXPERIMENT_DEFAULTS, **overrides}
     rows = []
     for seed in args.seeds:

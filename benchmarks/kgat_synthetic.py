@@ -22,21 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _settings import parse_settings
+
 from robust_lightning.lightning_modules.kgat.experiment import (
     EXPERIMENT_DEFAULTS,
     run_synthetic_experiment,
 )
-
-
-def _parse_set(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if key not in EXPERIMENT_DEFAULTS:
-            raise SystemExit(f"--set {key}: unknown; known: {sorted(EXPERIMENT_DEFAULTS)}")
-        default = EXPERIMENT_DEFAULTS[key]
-        out[key] = type(default)(value) if not isinstance(default, str) else value
-    return out
 
 
 def main() -> None:
@@ -47,7 +38,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="where the scenes are generated (default: a temp dir)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kgat_synthetic.json"))
     args = parser.parse_args()
-    settings = _parse_set(args.set)
+    settings = parse_settings(args.set, EXPERIMENT_DEFAULTS)
     warnings.filterwarnings("ignore")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,7 @@ __all__ = [
     "collate_detection",
     "generate_thermal_scenes",
     "radiance_to_gray",
+    "to_gray",
     "voc_to_coco",
 ]
 
@@ -90,6 +91,18 @@ THERMAL_CLASSES: tuple[ThermalClass, ...] = (
     ThermalClass("car", 322.0, 0.92, "box", 0.55, (18.0, 34.0), 2.5),
     ThermalClass("bicycle", 284.0, 0.60, "wheels", 0.6, (16.0, 28.0), 2.0),
 )
+
+
+def to_gray(image: Tensor) -> Tensor:
+    """``(C, H, W)`` or ``(H, W)`` image in [0, 1] -> ``(H, W)`` gray (0.2989 R + 0.587 G + 0.114 B)."""
+    if image.dim() == 2:
+        return image
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must be (H, W), (1, H, W) or (3, H, W), got shape {tuple(image.shape)}")
+    if image.shape[0] == 1:
+        return image[0]
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image * weights).sum(0)
 
 
 def radiance_to_gray(radiance: np.ndarray | float) -> np.ndarray:
@@ -380,10 +393,7 @@ class CocoDetectionDataset(Dataset[dict[str, Any]]):
         except (OSError, FileNotFoundError) as error:
             raise FileNotFoundError(f"cannot read image {record.path}: {error}") from None
         rgb = torch.from_numpy(array).permute(2, 0, 1)
-        if self.color == "gray":
-            weights = torch.tensor(GRAY_WEIGHTS).view(3, 1, 1)
-            return (rgb * weights).sum(0, keepdim=True).clamp_(0.0, 1.0)
-        return rgb
+        return to_gray(rgb)[None].clamp_(0.0, 1.0) if self.color == "gray" else rgb
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -409,8 +419,7 @@ class CocoDetectionDataset(Dataset[dict[str, Any]]):
         """``(gray (H, W), boxes, labels)`` of every image at its original size, no augmentation."""
         for index, record in enumerate(self.records):
             image = self.load_image(index)
-            gray = image[0] if image.shape[0] == 1 else (image * torch.tensor(GRAY_WEIGHTS).view(3, 1, 1)).sum(0)
-            yield gray, torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
+            yield to_gray(image), torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
 
 
 def collate_detection(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

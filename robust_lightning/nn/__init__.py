@@ -2,7 +2,7 @@
 
 from robust_lightning.nn.backbones import PreActResNet18, SmallCNN
 from robust_lightning.nn.grl import GradientReversal, dann_lambda, grad_reverse
-from robust_lightning.nn.layers import Normalize
+from robust_lightning.nn.layers import Normalize, mlp
 from robust_lightning.nn.sharpen import LaplacianSharpen, laplacian_sharpen
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "dann_lambda",
     "grad_reverse",
     "laplacian_sharpen",
+    "mlp",
 ]

@@ -40,3 +40,20 @@ class Normalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
+    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` (no activation).
+
+    Raises:
+        ValueError: If ``hidden`` is not a list of positive ints.
+    """
+    if isinstance(hidden, (str, bytes)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ValueError(f"hidden must be a list of positive ints, got {hidden!r}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)

@@ -33,6 +33,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from robust_lightning.nn.grl import GradientReversal
+from robust_lightning.nn.layers import mlp
 
 __all__ = [
     "AudioQualityGRLNet",
@@ -354,17 +355,6 @@ class FeatureCache:
 # --------------------------------------------------------------------------------------------
 # Encoder and heads
 # --------------------------------------------------------------------------------------------
-def mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    """``Linear -> ReLU`` for each hidden width, then a final ``Linear`` (no activation)."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, out_features))
-    return nn.Sequential(*layers)
-
-
 class QualityEncoder(nn.Module):
     """The shared encoder: ``[Conv1d(k) -> LayerNorm((C, T)) -> ReLU -> Dropout -> MaxPool1d]``
     per block (domainGRL's ``_get_conv1d_layer``), flattened to ``(B, out_features)``.

@@ -21,7 +21,6 @@ every key ends in ``/<domain>``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -38,6 +37,10 @@ from robust_lightning.attacks.core import attack_mode, parse_budget
 from robust_lightning.callbacks._common import RankGenerator
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
 from robust_lightning.datamodules.flows import check_features
+from robust_lightning.lightning_modules._domains import (
+    check_domain_names,
+    evaluation_domain,
+)
 from robust_lightning.lightning_modules._optim import (
     check_scheduler_interval,
     optimizers_config,
@@ -50,7 +53,6 @@ __all__ = ["RECIPES", "DDoSDetector", "detection_scores", "margin_loss"]
 Recipe = Literal["standard", "constrained_at"]
 RECIPES: tuple[str, ...] = ("standard", "constrained_at")
 ATTACK = 1  # the positive class
-_DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -146,10 +148,7 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
         eval_eps = [eps] if eval_eps is None else list(eval_eps)
         if class_weights is not None and (len(class_weights) != 2 or any(float(w) <= 0 for w in class_weights)):
             raise ValueError(f"class_weights must be two positive numbers [benign, attack], got {class_weights!r}")
-        if domain_names is not None and (
-            isinstance(domain_names, str) or not all(isinstance(n, str) and _DOMAIN_NAME.match(n) for n in domain_names)
-        ):
-            raise ValueError(f"domain_names must be names of letters, digits, '_', '-' or '.', got {domain_names!r}")
+        domain_names = check_domain_names(domain_names)
         # The network and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
@@ -167,7 +166,7 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
             raise ValueError(f"eval_eps repeats a budget: {eval_eps}")
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor([float(w) for w in class_weights]), persistent=False)
-        self.domain_names = None if domain_names is None else list(domain_names)
+        self.domain_names = domain_names
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -234,15 +233,7 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------------
     def _domain(self, stage: str, dataloader_idx: int) -> str | None:
-        names = self.domain_names
-        if names is None and self._trainer is not None:
-            names = getattr(self.trainer.datamodule, "domain_names", None)
-        if names is not None:
-            if dataloader_idx >= len(names):
-                raise ValueError(f"{stage} dataloader {dataloader_idx} has no name: domain_names={list(names)}")
-            return str(names[dataloader_idx])
-        loaders = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
-        return None if len(loaders) <= 1 else f"domain{dataloader_idx}"
+        return evaluation_domain(self, self.domain_names, stage, dataloader_idx)
 
     def _scores(self, stage: str, dataloader_idx: int, which: str) -> BinaryStatScores:
         # ModuleDict keys may not hold dots (attack names do), hence indices.

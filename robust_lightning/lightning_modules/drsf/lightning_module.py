@@ -19,7 +19,6 @@ with a :class:`~robust_lightning.datamodules.DomainGeneralizationDataModule` it 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,7 +29,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
+from robust_lightning.lightning_modules._domains import (
+    check_domain_names,
+    evaluation_domain,
+)
+from robust_lightning.lightning_modules._optim import (
+    check_scheduler_interval,
+    optimizers_config,
+)
 from robust_lightning.lightning_modules.drsf.model import (
     DRSFNet,
     EntropyGuidedChannelAttention,
@@ -47,7 +53,6 @@ __all__ = ["METHODS", "DRSFClassifier"]
 
 Method = Literal["erm", "mixstyle", "drsf"]
 METHODS: tuple[str, ...] = ("erm", "mixstyle", "drsf")
-_DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -165,12 +170,7 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
         unknown = [level for level in fusion_levels if level not in known]
         if unknown:
             raise ValueError(f"fusion_levels must name levels {known}, got unknown {unknown}")
-        if domain_names is not None:
-            domain_names = list(_check_levels("domain_names", domain_names))
-            # Names become metric keys (val/acc/<name>) and CSV columns.
-            bad = [name for name in domain_names if not _DOMAIN_NAME.match(name)]
-            if bad:
-                raise ValueError(f"domain_names must be letters, digits, '_', '-' or '.', got {bad}")
+        domain_names = check_domain_names(domain_names)
         # The backbone and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
@@ -274,17 +274,7 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------
     def _domain_name(self, stage: str, dataloader_idx: int) -> str | None:
-        names = self.domain_names
-        if names is None and self._trainer is not None:
-            names = getattr(self.trainer.datamodule, "domain_names", None)
-        if names is not None:
-            if dataloader_idx >= len(names):
-                raise ValueError(
-                    f"{stage} dataloader {dataloader_idx} has no name: domain_names={list(names)}"
-                )
-            return str(names[dataloader_idx])
-        loaders = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
-        return None if len(loaders) <= 1 else f"domain{dataloader_idx}"
+        return evaluation_domain(self, self.domain_names, stage, dataloader_idx)
 
     def _eval_metric(self, stage: str, dataloader_idx: int) -> MulticlassAccuracy:
         key = f"{stage}_{dataloader_idx}"

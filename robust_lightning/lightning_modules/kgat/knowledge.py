@@ -30,7 +30,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from robust_lightning.datamodules.infrared import GRAY_WEIGHTS
+from robust_lightning.datamodules.infrared import to_gray
 
 __all__ = [
     "background_gray_mean",
@@ -42,18 +42,6 @@ __all__ = [
     "spearman_rho",
     "to_gray",
 ]
-
-
-def to_gray(image: Tensor) -> Tensor:
-    """``(C, H, W)`` or ``(H, W)`` image in [0, 1] -> ``(H, W)`` gray (0.2989 R + 0.587 G + 0.114 B)."""
-    if image.dim() == 2:
-        return image
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"image must be (H, W), (1, H, W) or (3, H, W), got shape {tuple(image.shape)}")
-    if image.shape[0] == 1:
-        return image[0]
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    return (image * weights).sum(0)
 
 
 def _pixel_boxes(boxes: Tensor, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:

@@ -197,19 +197,17 @@ class KGATDetector(pl.LightningModule):
 
     # ------------------------------------------------------------------------------- helpers
     def _samples(self, batch: Mapping[str, Any], images: Tensor, boxes: Sequence[Tensor] | None = None,
-                 labels: Sequence[Tensor] | None = None) -> list[Any]:
+                 labels: Sequence[Tensor] | None = None, image_ids: Sequence[int] | None = None) -> list[Any]:
+        """mmdet data samples of ``images``; boxes, labels and ids default to the batch's."""
         boxes = batch["boxes"] if boxes is None else boxes
         labels = batch["labels"] if labels is None else labels
+        if image_ids is None:
+            image_ids = batch["image_ids"].tolist()
         # Validation runs under inference_mode; the attack needs autograd, and inference tensors
         # cannot be saved for backward, so the targets are normal clones.
         boxes = [b.detach().clone().to(images.device) for b in boxes]
         labels = [y.detach().clone().to(images.device) for y in labels]
-        ids = batch.get("image_ids")
-        ids = ids.tolist() if isinstance(ids, Tensor) else None
-        if ids is not None and len(ids) != len(boxes):
-            # Adversarial copies of the first n images come first: ids[:n] + ids.
-            ids = (ids[: len(boxes) - len(ids)] + ids) if len(boxes) > len(ids) else ids[: len(boxes)]
-        return self.model.data_samples(boxes, labels, tuple(images.shape[-2:]), ids)
+        return self.model.data_samples(boxes, labels, tuple(images.shape[-2:]), image_ids)
 
     def loss_parts(self, images: Tensor, samples: list[Any]) -> dict[str, Tensor]:
         """``{"loc", "cls", "other"}`` losses of the detector on ``images``."""
@@ -246,12 +244,15 @@ class KGATDetector(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images: Tensor = batch["images"]
         boxes, labels = list(batch["boxes"]), list(batch["labels"])
+        ids = batch["image_ids"].tolist()
         if self.recipe != "plain":
             n = min(self.adversarial_images, images.shape[0])
-            adversarial = self._attack(self.train_attack, images[:n], self._samples(batch, images[:n], boxes[:n], labels[:n]))
+            first = self._samples(batch, images[:n], boxes[:n], labels[:n], ids[:n])
+            adversarial = self._attack(self.train_attack, images[:n], first)
+            # The adversarial copies of the first n images go in front of the clean batch.
             images = torch.cat([adversarial, images])
-            boxes, labels = boxes[:n] + boxes, labels[:n] + labels
-        samples = self._samples(batch, images, boxes, labels)
+            boxes, labels, ids = boxes[:n] + boxes, labels[:n] + labels, ids[:n] + ids
+        samples = self._samples(batch, images, boxes, labels, ids)
         parts = self.loss_parts(images, samples)
         loc_weight = 1.0
         if self.recipe == "kgat":

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from robust_lightning.attacks.core import attack_mode, pgd
+from robust_lightning.nn.layers import mlp
 
 __all__ = [
     "ATTACK_OBJECTIVES",
@@ -27,19 +28,6 @@ __all__ = [
 
 AttackObjective = Literal["action", "critic"]
 ATTACK_OBJECTIVES: tuple[str, ...] = ("action", "critic")
-
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """ReLU multilayer perceptron ``in_dim -> hidden... -> out_dim``."""
-    if isinstance(hidden, (str, bytes)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ValueError(f"hidden must be a list of positive ints, got {hidden!r}")
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
 
 
 class Actor(nn.Module):
