@@ -350,6 +350,10 @@ def generate_once(
     try:
         extra = write(tmp) or {}
         (tmp / GENERATED_MANIFEST).write_text(json.dumps({"params": fingerprint, **extra}, indent=2))
+        if not overwrite and (read_generated_manifest(root) or {}).get("params") == fingerprint:
+            # Another process put the same dataset in place while we wrote ours: keep theirs,
+            # it may already be being read.
+            return root
         if root.exists():
             # Ours (it has a manifest) but stale or overwrite requested: replace it.
             stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
