@@ -30,10 +30,11 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
 from robust_lightning.lightning_modules.audio_grl.metrics import (
     SystemLevelCorrelation,
     aspect_names,
@@ -140,6 +141,9 @@ class AudioQualityGRL(pl.LightningModule):
         cache_dir: Disk folder of the frozen-feature cache (``None``: memory only).
         cache_features: Cache features at all (turn off for waveform augmentation).
         optimizer: Optimizer factory (default Adam, lr 1e-4).
+        lr_scheduler: Optional callable building a scheduler from the optimizer (the released
+            code has none).
+        scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``.
 
     Raises:
         ValueError/TypeError: For bad arguments, at construction.
@@ -167,6 +171,8 @@ class AudioQualityGRL(pl.LightningModule):
         cache_dir: str | None = None,
         cache_features: bool = True,
         optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
         super().__init__()
         if frontend is not None and not isinstance(frontend, Frontend):
@@ -185,6 +191,7 @@ class AudioQualityGRL(pl.LightningModule):
         for name, value in (("grl_lambda", grl_lambda), ("domain_loss_weight", domain_loss_weight)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        check_scheduler_interval(scheduler_interval)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if feature_shape is not None:
@@ -192,13 +199,15 @@ class AudioQualityGRL(pl.LightningModule):
             if len(feature_shape) != 2 or min(feature_shape) < 1:
                 raise ValueError(f"feature_shape must be (channels, frames) of positive ints, got {feature_shape!r}")
         self.domain_specs = _check_domains(domains)
-        self.save_hyperparameters(ignore=["frontend", "optimizer"])
+        self.save_hyperparameters(ignore=["frontend", "optimizer", "lr_scheduler"])
         self.hparams["domains"] = self.domain_specs  # normalised, so checkpoints hold plain dicts
         # Kept out of the module tree: the frozen front-end (hundreds of millions of parameters
         # for XLS-R) is rebuilt from the config, not copied into every checkpoint.
         self.__dict__["frontend"] = frontend
         self.feature_cache = FeatureCache(cache_dir) if cache_features else None
         self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.scheduler_interval = scheduler_interval
         self.aspects = list(aspects) if aspects is not None else None
         self.net: AudioQualityGRLNet | None = None
         self._grl_lambda = float(grl_lambda)
@@ -280,8 +289,9 @@ class AudioQualityGRL(pl.LightningModule):
                     f"{available} {spec['strategy']} classes; raise num_domains"
                 )
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+    def configure_optimizers(self) -> Any:
+        return optimizers_config([p for p in self.parameters() if p.requires_grad], self.optimizer_factory,
+                                 self.lr_scheduler_factory, self.scheduler_interval)
 
     # -- features -------------------------------------------------------------------------
     def features(self, batch: Mapping[str, Any]) -> Tensor:

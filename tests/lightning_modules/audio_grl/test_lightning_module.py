@@ -4,6 +4,7 @@ and the effect (baseline vs GRL on the generated spurious-cue corpus)."""
 from __future__ import annotations
 
 import csv
+import functools
 import warnings
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> SpuriousCueSpeechD
     ({"head": "laplace"}, "head"),
     ({"grl_lambda": -0.1}, "grl_lambda"),
     ({"grl_schedule": "linear"}, "grl_schedule"),
+    ({"scheduler_interval": "batch"}, "scheduler_interval"),
     ({"feature_shape": [40]}, "feature_shape"),
     ({"aspects": ["a", "b"]}, "aspect"),
 ])
@@ -190,23 +192,29 @@ def test_precomputed_features_fit_checkpoint_and_reload(tmp_path: Path) -> None:
 
 # -- effect ----------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_grl_forgets_the_corpus_cue_and_generalises_better(seed: int, tmp_path_factory: pytest.TempPathFactory
-                                                          ) -> None:
-    """Same seed, same data: the GRL model's encoder carries less corpus information (linear
-    probe on the test split, where the corpus is independent of quality; chance = 1/3) and its
-    production-quality SRCC on that split is higher than the no-GRL baseline's."""
-    root = tmp_path_factory.getbasetemp() / "agrl_effect_corpus"  # shared by both seeds
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*espeak-ng.*")
-        baseline = run_spurious_cue_experiment(root, seed, adversarial=False)
-        grl = run_spurious_cue_experiment(root, seed, adversarial=True)
-    # Margins from 4 seeds (README table: smallest gaps 0.026 SRCC, 0.100 probe, 0.257 head).
-    assert baseline["train_srcc"] > 0.9 and grl["train_srcc"] > 0.9  # both learned the task
-    assert baseline["probe_acc"] > 0.85  # the baseline's encoder carries the hum
-    assert grl["probe_acc"] < baseline["probe_acc"] - 0.05
-    assert grl["domain_acc"] < baseline["domain_acc"] - 0.15 and grl["domain_acc"] < 0.55  # chance 0.33
-    assert grl["srcc"] > baseline["srcc"] + 0.015
+def test_grl_forgets_the_corpus_cue_and_generalises_better(tmp_path: Path) -> None:
+    """Same seed, same data, three seeds: the GRL model's production-quality SRCC on the test
+    split (corpus independent of quality) is higher than the no-GRL baseline's for every seed,
+    its corpus head falls towards chance (1/3), and its encoder carries less corpus information
+    for a post-hoc linear probe on average over the seeds.
+
+    Margins from the README table (10 seeds x 1 and 2 intra-op threads): SRCC gain >= +0.022
+    on every run; head accuracy 0.38-0.52 against 0.77-0.90; the probe drops by 0.07-0.08 on
+    average but not on every seed (one run of 20 rose by 0.003), hence the mean here.
+    """
+    root = tmp_path / "corpus"
+    probe_drops = []
+    for seed in (0, 1, 2):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*espeak-ng.*")
+            baseline = run_spurious_cue_experiment(root, seed, adversarial=False)
+            grl = run_spurious_cue_experiment(root, seed, adversarial=True)
+        assert baseline["train_srcc"] > 0.9 and grl["train_srcc"] > 0.9, (seed, baseline, grl)  # both learned
+        assert baseline["probe_acc"] > 0.85, (seed, baseline)  # the baseline's encoder carries the hum
+        assert grl["domain_acc"] < baseline["domain_acc"] - 0.15 and grl["domain_acc"] < 0.6, (seed, baseline, grl)
+        assert grl["srcc"] > baseline["srcc"] + 0.01, (seed, baseline, grl)
+        probe_drops.append(baseline["probe_acc"] - grl["probe_acc"])
+    assert sum(probe_drops) / len(probe_drops) > 0.03, probe_drops
 
 
 def test_training_loss_combines_weighted_domain_heads() -> None:
@@ -252,3 +260,15 @@ def test_dann_schedule_ramps_lambda(tmp_path: Path) -> None:
 
     _trainer(max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(model, dm)
     assert seen[0] == 0.0 and all(a < b for a, b in zip(seen, seen[1:])) and 0.3 < seen[-1] < 0.5
+
+
+def test_lr_scheduler_is_stepped(tmp_path: Path) -> None:
+    _features_dataset(tmp_path)
+    dm = AudioQualityCSVDataModule(str(tmp_path), test_csv=None, features_dir="feats", batch_size=8)
+    model = AudioQualityGRL(head="mse", domains=[{"strategy": "corpus", "num_domains": 2}],
+                            optimizer=functools.partial(torch.optim.Adam, lr=0.01),
+                            lr_scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4))
+    trainer = _trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(model, dm)
+    # Cosine over 4 epochs, stepped once per epoch: half-way after 2.
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.005)
