@@ -137,8 +137,7 @@ def _distributed_worker(rank: int, world: int, port: int, run_dir: str) -> None:
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_gloo_ranks_give_the_single_process_result(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_two_gloo_ranks_give_the_single_process_result(tmp_path: Path, single_thread: None) -> None:
     single = _search(tmp_path / "single", generations=2, offspring=3).run()
     mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "individuals.jsonl").read_text().splitlines()]
@@ -165,7 +164,8 @@ def test_bad_search_arguments_raise_early(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evidence_search_raises_fgsm_accuracy_over_the_initial_population(tmp_path: Path) -> None:
+def test_evidence_search_raises_fgsm_accuracy_over_the_initial_population(tmp_path: Path,
+                                                                          single_thread: None) -> None:
     """The shipped digits search (configs/nero_net/evolve/digits.yaml, seed 0, lambda = 4, 8
     generations) ends with a parent more robust to FGSM than the best initial individual: on
     the search's held-out split and again after retraining both genotypes with fresh seeds on
@@ -173,7 +173,6 @@ def test_evidence_search_raises_fgsm_accuracy_over_the_initial_population(tmp_pa
     +0.025/+0.231/+0.147 for seeds 0/1/2; the thresholds below hold for all three."""
     from robust_lightning.cli import evolve_parser
 
-    torch.set_num_threads(1)
     parser = evolve_parser()
     config = parser.parse_args(["--config", str(Path(__file__).resolve().parents[3] / "configs" / "nero_net" /
                                                  "evolve" / "digits.yaml"),

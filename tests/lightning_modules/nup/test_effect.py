@@ -26,12 +26,7 @@ from tests.data.trained import digits_tensors, trained_digits_model
 EPS_GRID = [float(e) for e in np.geomspace(0.005, 0.3, 12)]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: one thread avoids oversubscribing the CI cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _pgd(model, x, y, eps, steps=10):

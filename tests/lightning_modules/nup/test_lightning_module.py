@@ -14,14 +14,11 @@ from robust_lightning.nn import SmallCNN
 
 
 @pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet_single_thread(single_thread):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
         yield
-    torch.set_num_threads(threads)
 
 
 def _module(**kwargs) -> ConjMaskClassifier:

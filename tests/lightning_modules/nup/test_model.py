@@ -19,12 +19,7 @@ from robust_lightning.lightning_modules.nup.model import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _classifier(seed: int = 0, batchnorm: bool = True) -> nn.Module:

@@ -16,12 +16,7 @@ from robust_lightning.lightning_modules.rct_af import CurvatureTunableActivation
 from robust_lightning.nn import SmallCNN
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _backbone() -> SmallCNN:

@@ -21,12 +21,7 @@ from robust_lightning.lightning_modules.rct_af import (
 from robust_lightning.nn import PreActResNet18, SmallCNN
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # -- the activation: max|σ''| is what was asked for ------------------------------------------
