@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/detection.txt
+REQUIREMENTS := requirements/base.txt requirements/dev.txt requirements/detection.txt requirements/reference.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 INSTALLED := $(VENV)/.installed-$(REQ_HASH)
 PYTEST_ARGS ?=
@@ -28,6 +28,7 @@ $(INSTALLED): $(REQUIREMENTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --no-deps -r requirements/reference.txt
 	@# mmdet stack (KGAT), in the order it needs: mmengine, mmcv built from source, mmdet.
 	$(BIN)/python -m pip install -c requirements/detection.txt mmengine
 	MMCV_WITH_OPS=1 FORCE_CUDA=$(MMCV_FORCE_CUDA) MAX_JOBS=$${MAX_JOBS:-2} \
