@@ -99,3 +99,16 @@ def test_compile_failure_falls_back_with_one_warning(data):
 def test_bad_precision_is_named():
     with pytest.raises(InvalidArgumentError, match="attack_precision"):
         AttackEngine(attack_precision="fp8")
+
+
+def test_nfgsm_can_exceed_eps_and_is_not_projected(data):
+    from robust_lightning.attacks.base import NFGSM
+
+    x, y = data
+    x = 0.25 + 0.5 * x  # away from the bounds so the clamp does not hide the radius
+    model = _model()
+    with attack_mode(model):
+        out = NFGSM(eps=0.1)(lambda z: _loss(z, model, y), x, generator=torch.Generator().manual_seed(0))
+    delta = (out - x).abs()
+    assert delta.max() > 0.1 + 1e-3  # beyond eps: no projection
+    assert delta.max() <= 0.3 + 1e-6  # at most noise 2 eps + step eps
