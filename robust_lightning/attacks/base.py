@@ -26,7 +26,7 @@ from robust_lightning.attacks.core import (
     pgd,
 )
 
-__all__ = ["Attack", "FGSM", "PGD"]
+__all__ = ["Attack", "FGSM", "NFGSM", "PGD"]
 
 
 class Attack(ABC):
@@ -168,3 +168,44 @@ class FGSM(Attack):
     ) -> Tensor:
         return fgsm(loss_fn, x, eps=self.eps, norm=self.norm, random_start=self.random_start,
                     alpha=self.alpha, bounds=self.bounds, generator=generator)
+
+
+class NFGSM(Attack):
+    """N-FGSM (de Jorge et al. 2022, "Make some noise", Alg. 1): one step, no projection.
+
+    Start from ``x + U(-k*eps, k*eps)`` (``k = 2``: noise of magnitude ``2 eps``), take one
+    signed-gradient step of size ``alpha = eps`` and clamp to the bounds only: the perturbation
+    is *not* projected back onto the eps-ball, so it can reach ``(k + 1) * eps`` in L-inf (their
+    defaults, as in pdejorge/N-FGSM ``train.py``: ``unif=2*eps``, ``alpha=eps``, no clipping).
+    L-inf only (the paper's setting).
+
+    Args:
+        eps: nominal radius the noise and step are scaled by.
+        noise_scale: ``k``; the noise is uniform in ``[-k eps, k eps]``.
+        alpha: step size; defaults to ``eps``.
+        bounds: valid input range.
+        name: metric name override.
+    """
+
+    kind = "n_fgsm"
+
+    def __init__(self, eps: float | str = "8/255", noise_scale: float = 2.0,
+                 alpha: float | str | None = None, bounds: Bounds = (0.0, 1.0),
+                 name: str | None = None) -> None:
+        super().__init__(eps=eps, norm="linf", bounds=bounds, name=name)
+        if not math.isfinite(noise_scale) or noise_scale < 0:
+            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}")
+        self.noise_scale = float(noise_scale)
+        self.alpha = self.eps if alpha is None else parse_budget(alpha, "alpha")
+
+    def __call__(
+        self, loss_fn: LossFn, x: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        lo, hi = self.bounds
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone() if x.is_inference() else x.detach()
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            start = (x + (2 * noise - 1) * (self.noise_scale * self.eps)).clamp(lo, hi)
+            start.requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(start).sum(), start)
+            return (start.detach() + self.alpha * grad.sign()).clamp(lo, hi)

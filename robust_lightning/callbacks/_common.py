@@ -11,6 +11,7 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 
+from robust_lightning.attacks.engine import AttackEngine
 from robust_lightning.protocol import check_class_targets, logits_of, protocol_method, split_batch
 
 # Ranks draw from distinct streams; a large odd stride keeps them from overlapping.
@@ -88,12 +89,24 @@ def precision_context(trainer: pl.Trainer) -> contextlib.AbstractContextManager:
 
 
 def run_attack(attack: Any, pl_module: pl.LightningModule, batch: Any, inputs: Tensor,
-               generator: torch.Generator | None) -> Tensor:
+               generator: torch.Generator | None, engine: AttackEngine | None = None) -> Tensor:
     """Run ``attack`` on ``inputs`` of ``batch`` through the module protocol.
 
     Attacks that need class logits and targets (APGD-DLR, transfer attacks) get the module's
     logits and the batch targets; every other attack maximises the protocol's ``attack_loss``.
+    ``engine`` (compile, channels-last, attack precision) wraps whichever function the attack
+    calls; ``None`` or an inactive engine is the plain path.
     """
+    if engine is not None and engine.active:
+        engine.prepare_module(pl_module)
+        inputs = engine.prepare_inputs(inputs)
+        if getattr(attack, "requires_logits", False):
+            target = split_batch(batch)[1]
+            check_class_targets(inputs, target)
+            logits = engine.wrap(("logits", id(pl_module)), _logits, pl_module)
+            return attack.perturb_logits(logits, inputs, target, generator=generator)
+        attack_loss = protocol_method(pl_module, "attack_loss")
+        return attack(engine.wrap(("loss", id(pl_module)), attack_loss, batch), inputs, generator=generator)
     if getattr(attack, "requires_logits", False):
         target = split_batch(batch)[1]
         check_class_targets(inputs, target)
@@ -102,3 +115,7 @@ def run_attack(attack: Any, pl_module: pl.LightningModule, batch: Any, inputs: T
                                      generator=generator)
     attack_loss = protocol_method(pl_module, "attack_loss")
     return attack(lambda x: attack_loss(x, batch), inputs, generator=generator)
+
+
+def _logits(x: Tensor, module: pl.LightningModule) -> Tensor:
+    return logits_of(module, x, None)

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode
+from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
 from robust_lightning.callbacks._common import RankGenerator, precision_context, run_attack
 from robust_lightning.protocol import index_batch, protocol_method, replace_batch_contents
 
@@ -34,6 +35,11 @@ class AdversarialTraining(Callback):
             attacks every sample.
         seed: seed of the attack's random starts and subset choice; ``None`` derives it from
             ``seed_everything``. Each rank uses its own stream.
+        compile: compile the attack's input-gradient computation (:class:`AttackEngine`).
+        channels_last: attack in channels-last memory format.
+        attack_precision: ``"bf16"`` runs the attack's forward/backward in bf16 autocast (the
+            perturbation stays fp32; the training step's precision is untouched), ``"fp32"``
+            disables autocast for the attack, ``None`` follows the trainer.
     """
 
     def __init__(
@@ -43,6 +49,9 @@ class AdversarialTraining(Callback):
         start_epoch: int = 0,
         ratio: float = 1.0,
         seed: int | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+        attack_precision: AttackPrecision = None,
     ) -> None:
         if not isinstance(attack, Attack) and not callable(attack):
             raise TypeError(f"attack must be an Attack (e.g. PGD(...)), got {type(attack).__name__}")
@@ -57,6 +66,8 @@ class AdversarialTraining(Callback):
         self.start_epoch = start_epoch
         self.ratio = float(ratio)
         self._rng = RankGenerator(seed)
+        self.engine = AttackEngine(compile=compile, channels_last=channels_last,
+                                   attack_precision=attack_precision)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -76,7 +87,8 @@ class AdversarialTraining(Callback):
             attacked_batch = index_batch(batch, subset, batch_size)
             attacked_inputs = inputs[subset]
         with attack_mode(pl_module, self.model_mode), precision_context(trainer):
-            inputs_adv = run_attack(self.attack, pl_module, attacked_batch, attacked_inputs, generator)
+            inputs_adv = run_attack(self.attack, pl_module, attacked_batch, attacked_inputs, generator,
+                                    self.engine)
         if subset is not None:
             partial_adv = inputs.detach().clone()
             partial_adv[subset] = inputs_adv.to(partial_adv.dtype)

@@ -32,6 +32,7 @@ from torchmetrics.aggregation import MeanMetric, SumMetric
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, parse_budget
+from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.callbacks._common import (
     RankGenerator,
@@ -83,6 +84,10 @@ class RobustnessEvaluation(Callback):
         sanity_checks: run the checks in :data:`SANITY_CHECKS`.
         report: write ``robustness_<stage>.csv`` and, for sweeps, ``robustness_<stage>.png``
             into the run dir at the end of testing and of fitting.
+        compile: compile the attacks' input-gradient computation (:class:`AttackEngine`).
+        channels_last: attack in channels-last memory format.
+        attack_precision: ``"bf16"``, ``"fp32"`` or ``None`` (follow the trainer), as in
+            :class:`~robust_lightning.callbacks.AdversarialTraining`.
     """
 
     def __init__(
@@ -96,6 +101,9 @@ class RobustnessEvaluation(Callback):
         seed: int = 0,
         sanity_checks: bool = True,
         report: bool = True,
+        compile: bool = False,
+        channels_last: bool = False,
+        attack_precision: AttackPrecision = None,
     ) -> None:
         attacks = [attacks] if isinstance(attacks, Attack) else list(attacks)
         if not attacks:
@@ -128,6 +136,8 @@ class RobustnessEvaluation(Callback):
         self.sanity_checks = bool(sanity_checks)
         self.report = bool(report)
         self._rng = RankGenerator(seed)
+        self.engine = AttackEngine(compile=compile, channels_last=channels_last,
+                                   attack_precision=attack_precision)
         self._metrics: dict[str, MeanMetric] = {}
         self._counters: dict[str, SumMetric] = {}
         self._active = False
@@ -184,7 +194,7 @@ class RobustnessEvaluation(Callback):
                 if self.sanity_checks and not self._checked_randomness:
                     self._check_randomness_and_gradients(pl_module, loss_fn, inputs, batch, clean_correct)
                 for attack in self.attacks:
-                    inputs_adv = run_attack(attack, pl_module, batch, inputs, generator)
+                    inputs_adv = run_attack(attack, pl_module, batch, inputs, generator, self.engine)
                     self._metrics[attack.name].update(correct_fn(inputs_adv, batch).float())
                     if self.sanity_checks and getattr(attack, "white_box", True):
                         with torch.no_grad():

@@ -5,6 +5,7 @@ Recipes:
     * ``pgd_at``: Madry et al. 2018, Eq. (2.1): minimise the cross-entropy of PGD examples.
     * ``fgsm_rs``: Wong et al. 2020 ("Fast is better than free"): one FGSM step from a uniform
       random start, ``alpha = 1.25 * eps``.
+    * ``n_fgsm``: de Jorge et al. 2022: noise U(-2 eps, 2 eps), one step of eps, no projection.
     * ``trades``: Zhang et al. 2019, Eq. (5): ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with
       ``x'`` maximising the KL term (PGD from ``x + 0.001 * N(0, I)``, as in their code).
 
@@ -25,7 +26,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from robust_lightning.attacks.base import FGSM, PGD, Attack
+from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.core import Norm, parse_budget
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
 from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
@@ -34,8 +35,8 @@ from robust_lightning.protocol import AdversarialMixin, split_batch
 
 __all__ = ["RECIPES", "RobustClassifier"]
 
-Recipe = Literal["standard", "pgd_at", "fgsm_rs", "trades"]
-RECIPES: tuple[str, ...] = ("standard", "pgd_at", "fgsm_rs", "trades")
+Recipe = Literal["standard", "pgd_at", "fgsm_rs", "n_fgsm", "trades"]
+RECIPES: tuple[str, ...] = ("standard", "pgd_at", "fgsm_rs", "n_fgsm", "trades")
 
 # TRADES starts its inner maximisation at x + 0.001 * N(0, I): at x itself the KL term is at
 # its minimum and has zero gradient (Zhang et al.'s reference code, trades.py).
@@ -124,6 +125,8 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
             return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm, random_start=True)
         if recipe == "fgsm_rs":
             return FGSM(eps=eps, random_start=True, alpha=step, norm=norm)
+        if recipe == "n_fgsm":
+            return NFGSM(eps=eps, alpha=step)
         if recipe == "trades":
             return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm,
                        random_start=TRADES_START_STD, name="trades_kl")
