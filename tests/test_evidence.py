@@ -45,40 +45,65 @@ def test_pgd_at_beats_standard_training_under_pgd(seed: int, tmp_path: Path) -> 
 
 # -- Laplacian sharpening against transfer attacks (issue 5, deliverable 4) -----------------------------
 TRANSFER_EPS = 0.1
+CONTRAST_FACTOR = 2.0
 
 
-def _transfer_accuracy(target, surrogate, strength: float, tmp_path: Path) -> dict[str, float]:
-    """Validate ``target`` on digits test images, sharpened (or not) before the attacker sees them."""
+class _ContrastChange(torch.nn.Module):
+    """The control transform: ``clip(0.5 + c (x - 0.5), 0, 1)``, a saturating change with no Laplacian."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.strength = factor  # LaplacianSharpening skips a transform whose strength is 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.5 + self.strength * (x - 0.5)).clamp(0, 1)
+
+
+def _transfer_accuracy(target, surrogate, strength: float, tmp_path: Path, data_seed: int = 0,
+                       contrast: float | None = None) -> dict[str, float]:
+    """Validate ``target`` on digits test images, sharpened (or contrast-changed, or not) before the attacker sees them."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from robust_lightning import LaplacianSharpening, TransferAttack
     from tests.data.trained import digits_tensors
 
+    transform = LaplacianSharpening(strength)
+    if contrast is not None:
+        transform.sharpen = _ContrastChange(contrast)
     transfer = TransferAttack(PGD(eps=TRANSFER_EPS, alpha=TRANSFER_EPS / 4, steps=10), surrogate=surrogate)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[LaplacianSharpening(strength), RobustnessEvaluation([transfer])])
-    x, y = digits_tensors("test")
+                         callbacks=[transform, RobustnessEvaluation([transfer])])
+    x, y = digits_tensors("test", data_seed=data_seed)
     (results,) = trainer.test(target, DataLoader(TensorDataset(x, y), batch_size=128), verbose=False)
     return {"clean": results["test/robust_acc/clean"], "transfer": results[f"test/robust_acc/{transfer.name}"]}
 
 
 @pytest.mark.slow
-def test_sharpening_raises_transfer_attack_accuracy(tmp_path: Path) -> None:
+def test_sharpening_raises_transfer_attack_accuracy_no_more_than_a_contrast_change(tmp_path: Path) -> None:
+    """Sharpening raises transfer-attack accuracy; a contrast change of no larger clean cost does as well.
+
+    Control: ``clip(0.5 + 2 (x - 0.5), 0, 1)``, a saturating input change with no Laplacian, which
+    costs no more clean accuracy than sharpening 1.0 on every seed. If the gain came from the
+    sharpening filter, the control would fall short; it does not, so the test asserts the measured
+    relation (README, "Preemptive sharpening"). Seeds vary the weights and the digits split.
+    Measured (seeds 0/1/2): transfer accuracy plain 0.752/0.593/0.565, sharpened 0.799/0.755/0.677,
+    contrast 0.825/0.766/0.702; clean plain 0.983/0.992/0.989, sharpened 0.925/0.953/0.936,
+    contrast 0.944/0.978/0.950.
+    """
     from tests.data.trained import trained_digits_model
 
-    gains, costs = [], []
     for seed in (0, 1, 2):
         # Target and surrogate differ in seed and width: the attacker does not have the target.
-        trained = trained_digits_model(seed=seed, width=32)
+        trained = trained_digits_model(seed=seed, width=32, data_seed=seed)
         target = RobustClassifier(trained[1], mean=[0.5], std=[0.5]).eval()
-        surrogate = trained_digits_model(seed=seed + 10, width=16)
-        plain = _transfer_accuracy(target, surrogate, 0.0, tmp_path)
-        sharpened = _transfer_accuracy(target, surrogate, 1.0, tmp_path)
-        print(f"seed {seed}: no sharpening clean {plain['clean']:.3f} transfer {plain['transfer']:.3f}; "
-              f"sharpening 1.0 clean {sharpened['clean']:.3f} transfer {sharpened['transfer']:.3f}")
-        gains.append(sharpened["transfer"] - plain["transfer"])
-        costs.append(plain["clean"] - sharpened["clean"])
-    # Measured gains 0.06-0.15 at a clean cost of 0.04-0.07 (README, "Evaluating robustness").
-    assert min(gains) > 0.02 and sum(gains) / len(gains) >= 0.05, gains
-    assert max(costs) < 0.12, costs
+        surrogate = trained_digits_model(seed=seed + 10, width=16, data_seed=seed)
+        plain = _transfer_accuracy(target, surrogate, 0.0, tmp_path, seed)
+        sharpened = _transfer_accuracy(target, surrogate, 1.0, tmp_path, seed)
+        control = _transfer_accuracy(target, surrogate, 1.0, tmp_path, seed, contrast=CONTRAST_FACTOR)
+        print(f"seed {seed}: plain {plain}; sharpening 1.0 {sharpened}; contrast {CONTRAST_FACTOR} {control}")
+        assert sharpened["transfer"] - plain["transfer"] > 0.03, (plain, sharpened)
+        assert plain["clean"] - sharpened["clean"] < 0.1, (plain, sharpened)
+        # The control pays no more clean accuracy and loses at most 0.01 of sharpening's transfer accuracy.
+        assert control["clean"] >= sharpened["clean"] - 0.005, (sharpened, control)
+        assert control["transfer"] > sharpened["transfer"] - 0.01, (sharpened, control)
