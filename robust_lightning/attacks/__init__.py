@@ -2,7 +2,7 @@
 and textual backdoor poisoners."""
 
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
-from robust_lightning.attacks.base import FGSM, PGD, Attack
+from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.constrained import (
     ConstrainedPGD,
     FlowConstraints,
@@ -14,7 +14,9 @@ from robust_lightning.attacks.detection import (
     detection_attack,
     split_detection_losses,
 )
+from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (
     POISONERS,
     AddSentPoisoner,
@@ -27,15 +29,19 @@ from robust_lightning.attacks.transfer import TransferAttack, load_surrogate
 
 __all__ = [
     "APGD",
+    "ATTACK_PRECISIONS",
     "FGSM",
+    "NFGSM",
     "PGD",
     "POISONERS",
     "AddSentPoisoner",
     "Attack",
+    "AttackEngine",
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
     "FlowConstraints",
+    "Square",
     "StyleTemplatePoisoner",
     "SyntacticTemplatePoisoner",
     "TextPoisoner",
@@ -51,6 +57,7 @@ __all__ = [
     "parse_budget",
     "pgd",
     "split_detection_losses",
+    "square_attack",
     "targeted_dlr_loss",
     "worst_case_robustness",
 ]

@@ -29,7 +29,13 @@ import torch
 from torch import Tensor
 
 from robust_lightning.attacks.base import Attack
-from robust_lightning.attacks.core import Bounds, LossFn, Norm, _check_bounds, _check_inputs
+from robust_lightning.attacks.core import (
+    Bounds,
+    LossFn,
+    Norm,
+    _check_bounds,
+    _check_inputs,
+)
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["Square", "margin", "square_attack"]
@@ -212,7 +218,8 @@ def square_attack(
     x = x.detach().clone()
     if eps <= 0 or x.shape[0] == 0:
         return x
-    with torch.no_grad(), torch.inference_mode(False):
+    # no_grad must come last: inference_mode(False) turns grad mode back on.
+    with torch.inference_mode(False), torch.no_grad():
         x_adv = x.clone()
         margin_clean = margin(logits_fn(x), target)
         todo = (margin_clean > 0).nonzero().squeeze(1)

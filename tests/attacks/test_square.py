@@ -1,0 +1,76 @@
+"""Square attack: budget, score-only access, reproducibility, and agreement with torchattacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robust_lightning.attacks.square import Square, p_selection, square_attack
+from robust_lightning.errors import InvalidArgumentError
+from tests.data.trained import digits_tensors, trained_digits_model
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    model = trained_digits_model()
+    x, y = digits_tensors("test")
+    return model, x[:128], y[:128]
+
+
+def _accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
+def test_square_stays_in_budget_and_fools_the_model(model_and_batch, norm, eps):
+    model, x, y = model_and_batch
+    x_adv = square_attack(model, x, y, eps=eps, norm=norm, n_queries=300,
+                          generator=torch.Generator().manual_seed(0))
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert size.max().item() <= eps * (1 + 1e-4)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert _accuracy(model, x_adv, y) < _accuracy(model, x, y) - 0.3
+
+
+def test_square_uses_no_gradients_and_is_reproducible(model_and_batch):
+    model, x, y = model_and_batch
+    calls = []
+
+    def logits_fn(points):
+        calls.append(torch.is_grad_enabled())
+        return model(points)
+
+    runs = [square_attack(logits_fn, x[:32], y[:32], eps=0.1, n_queries=50,
+                          generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert calls and not any(calls)
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
+def test_square_matches_torchattacks(model_and_batch, norm, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = model_and_batch
+    ours = square_attack(model, x, y, eps=eps, norm=norm, n_queries=300,
+                         generator=torch.Generator().manual_seed(0))
+    reference = torchattacks.Square(model, norm="Linf" if norm == "linf" else "L2", eps=eps,
+                                    n_queries=300, seed=0)(x, y)
+    assert abs(_accuracy(model, ours, y) - _accuracy(model, reference, y)) <= 0.03
+
+
+def test_p_schedule_halves_at_the_reference_checkpoints():
+    assert p_selection(0.8, 0, 10000) == 0.8
+    assert p_selection(0.8, 11, 10000) == 0.4
+    assert p_selection(0.8, 9000, 10000) == pytest.approx(0.8 / 512)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_queries": -1}, {"n_restarts": 0}, {"p_init": 1.5}])
+def test_square_rejects_bad_arguments(kwargs):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
+        Square(**kwargs)
+
+
+def test_square_rejects_an_unknown_norm():
+    with pytest.raises(ValueError, match="norm"):
+        Square(norm="l1")
