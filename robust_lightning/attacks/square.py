@@ -174,6 +174,15 @@ def _run_l2(margin_fn, x, eps, n_queries, p_init, lo, hi, generator):
     return x_best, margin_min
 
 
+def _check_square_arguments(n_queries: int, n_restarts: int, p_init: float) -> None:
+    """The checks both :func:`square_attack` and :class:`Square` need, in one place."""
+    for value, label, minimum in ((n_queries, "n_queries", 0), (n_restarts, "n_restarts", 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidArgumentError(f"{label} must be an int >= {minimum}, got {value!r}")
+    if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
+        raise InvalidArgumentError(f"p_init must be a number in (0, 1], got {p_init!r}")
+
+
 def square_attack(
     logits_fn: LogitsFn,
     x: Tensor,
@@ -209,11 +218,7 @@ def square_attack(
         raise InvalidArgumentError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if x.dim() != 4:
         raise InvalidArgumentError(f"square_attack needs (B, C, H, W) images, got shape {tuple(x.shape)}")
-    for value, label in ((n_queries, "n_queries"), (n_restarts, "n_restarts")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if label == "n_queries" else 1):
-            raise InvalidArgumentError(f"{label} must be an int >= {0 if label == 'n_queries' else 1}, got {value!r}")
-    if not 0 < p_init <= 1:
-        raise InvalidArgumentError(f"p_init must be in (0, 1], got {p_init!r}")
+    _check_square_arguments(n_queries, n_restarts, p_init)
     _check_inputs(x, lo, hi)
     x = x.detach().clone()
     if eps <= 0 or x.shape[0] == 0:
@@ -270,12 +275,7 @@ class Square(Attack):
         name: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
-        if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 0:
-            raise InvalidArgumentError(f"n_queries must be an int >= 0, got {n_queries!r}")
-        if isinstance(n_restarts, bool) or not isinstance(n_restarts, int) or n_restarts < 1:
-            raise InvalidArgumentError(f"n_restarts must be an int >= 1, got {n_restarts!r}")
-        if not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
-            raise InvalidArgumentError(f"p_init must be a number in (0, 1], got {p_init!r}")
+        _check_square_arguments(n_queries, n_restarts, p_init)
         self.n_queries = n_queries
         self.p_init = float(p_init)
         self.n_restarts = n_restarts
