@@ -15,7 +15,7 @@ headers, the initial windows) or set TCP flags (appended packets carry none we c
 feasible feature vector therefore comes from a concrete traffic change: counts are integers
 and only grow, totals only grow, min/max/std are the exact pooled statistics of the old packets
 and the appended ones (sample std, as CICFlowMeter's), and every derived feature (means, rates,
-ratios) is recomputed by :func:`~robust_lightning.datamodules.flows.derive_features`, the same
+ratios) is recomputed by :func:`~robust_lightning.flow_schema.derive_features`, the same
 code that canonicalises the clean data.
 
 **Optimisation.** The four controls live in a box ``u in [0, eps]^4``: ``u_0`` sets the packet
@@ -45,13 +45,13 @@ from torch import Tensor
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import LossFn, eps_tag, parse_budget, pgd
-from robust_lightning.datamodules.flows import (
+from robust_lightning.flow_schema import (
     BASE_FEATURES,
     DERIVED_DEPENDENCIES,
     STAT_GROUPS,
-    _ratio,
     check_features,
     derive_features,
+    safe_ratio,
 )
 
 __all__ = [
@@ -210,11 +210,11 @@ class FlowConstraints:
         c["totlen_fwd_pkts"] = len_fwd + k * s
         c["flow_duration"] = clean["flow_duration"] * tau + k * g
         # (group, packets or gaps already in it, their mean, the appended value)
-        pools = [("fwd_pkt_len", n_fwd, _ratio(len_fwd, n_fwd), s),
-                 ("pkt_len", n_all, _ratio(len_fwd + len_bwd, n_all), s),
-                 ("flow_iat", (n_all - 1).clamp_min(0), _ratio(clean["flow_duration"] * tau, n_all - 1), g)]
+        pools = [("fwd_pkt_len", n_fwd, safe_ratio(len_fwd, n_fwd), s),
+                 ("pkt_len", n_all, safe_ratio(len_fwd + len_bwd, n_all), s),
+                 ("flow_iat", (n_all - 1).clamp_min(0), safe_ratio(clean["flow_duration"] * tau, n_all - 1), g)]
         if "fwd_iat_tot" in c:
-            pools.append(("fwd_iat", (n_fwd - 1).clamp_min(0), _ratio(c["fwd_iat_tot"], n_fwd - 1), g))
+            pools.append(("fwd_iat", (n_fwd - 1).clamp_min(0), safe_ratio(c["fwd_iat_tot"], n_fwd - 1), g))
             c["fwd_iat_tot"] = c["fwd_iat_tot"] + k * g
         else:  # min/max of forward IATs still pool without the total
             pools.append(("fwd_iat", (n_fwd - 1).clamp_min(0), torch.zeros_like(n_fwd), g))
@@ -229,7 +229,7 @@ class FlowConstraints:
         if "fwd_header_len" in c:
             # Appended packets carry the flow's own (mean) forward header size, a whole byte count;
             # it is >= the flow's smallest header, so fwd_seg_size_min is unchanged.
-            per_packet = torch.where(n_fwd > 0, torch.round(_ratio(clean["fwd_header_len"], n_fwd)),
+            per_packet = torch.where(n_fwd > 0, torch.round(safe_ratio(clean["fwd_header_len"], n_fwd)),
                                      torch.full_like(n_fwd, 20.0))
             c["fwd_header_len"] = clean["fwd_header_len"] + k * per_packet
         if "fwd_act_data_pkts" in c:
@@ -285,15 +285,15 @@ class FlowConstraints:
         len_all = a["totlen_fwd_pkts"] + a["totlen_bwd_pkts"]
         seconds = a["flow_duration"].clamp_min(1.0) / 1e6
         expected = {
-            "fwd_pkt_len_mean": _ratio(a["totlen_fwd_pkts"], n_fwd), "bwd_pkt_len_mean": _ratio(a["totlen_bwd_pkts"], n_bwd),
-            "pkt_len_mean": _ratio(len_all, n_all), "pkt_size_avg": _ratio(len_all, n_all),
-            "fwd_seg_size_avg": _ratio(a["totlen_fwd_pkts"], n_fwd), "bwd_seg_size_avg": _ratio(a["totlen_bwd_pkts"], n_bwd),
-            "flow_iat_mean": _ratio(a["flow_duration"], n_all - 1),
+            "fwd_pkt_len_mean": safe_ratio(a["totlen_fwd_pkts"], n_fwd), "bwd_pkt_len_mean": safe_ratio(a["totlen_bwd_pkts"], n_bwd),
+            "pkt_len_mean": safe_ratio(len_all, n_all), "pkt_size_avg": safe_ratio(len_all, n_all),
+            "fwd_seg_size_avg": safe_ratio(a["totlen_fwd_pkts"], n_fwd), "bwd_seg_size_avg": safe_ratio(a["totlen_bwd_pkts"], n_bwd),
+            "flow_iat_mean": safe_ratio(a["flow_duration"], n_all - 1),
         }
         if "fwd_iat_tot" in a:
-            expected["fwd_iat_mean"] = _ratio(a["fwd_iat_tot"], n_fwd - 1)
+            expected["fwd_iat_mean"] = safe_ratio(a["fwd_iat_tot"], n_fwd - 1)
         if "bwd_iat_tot" in a:
-            expected["bwd_iat_mean"] = _ratio(a["bwd_iat_tot"], n_bwd - 1)
+            expected["bwd_iat_mean"] = safe_ratio(a["bwd_iat_tot"], n_bwd - 1)
         rates = {"flow_byts_s": len_all / seconds, "flow_pkts_s": n_all / seconds, "fwd_pkts_s": n_fwd / seconds,
                  "bwd_pkts_s": n_bwd / seconds}
         for rule, table in (("mean_equals_total_over_count", expected), ("rates_recomputed", rates)):

@@ -16,16 +16,15 @@ from robust_lightning.attacks.constrained import (
     FlowConstraints,
     constrained_pgd,
 )
-from robust_lightning.datamodules.flows import (
+from robust_lightning.datamodules.flow_io import read_flow_csvs
+from robust_lightning.datamodules.flow_synthetic import (
     _GENERATORS,
-    BASE_FEATURES,
-    DEFAULT_FEATURES,
     FLOW_PROFILES,
     _Packets,
     flow_features,
     generate_flow_csvs,
-    read_flow_csvs,
 )
+from robust_lightning.flow_schema import BASE_FEATURES, DEFAULT_FEATURES
 
 EPS = (0.2, 0.7, 1.5)
 
