@@ -2,7 +2,7 @@
 counts (the README table).
 
 For each thread count and seed, the no-GRL baseline and the GRL model are trained from the same
-seed on the same corpus (:mod:`robust_lightning.lightning_modules.audio_grl.experiment`), then
+seed on the same corpus (:mod:`benchmarks.experiments.audio_grl`), then
 measured on the test split, where the source corpus (and its hum) is independent of quality:
 production-quality SRCC, accuracy of the model's own corpus head, and a post-hoc linear probe of
 the encoder output (chance 1/3). The thread count changes only the floating-point summation
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _settings import parse_settings
 
-from robust_lightning.lightning_modules.audio_grl.experiment import (
+from benchmarks.experiments.audio_grl import (
     EXPERIMENT_DEFAULTS,
     run_spurious_cue_experiment,
 )

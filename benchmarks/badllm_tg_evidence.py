@@ -22,7 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
-from robust_lightning.lightning_modules.badllm_tg.pipeline import run_badllm_tg
+from benchmarks.experiments.badllm_tg import run_badllm_tg
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _settings import parse_settings
 
-from robust_lightning.lightning_modules.kgat.experiment import (
+from benchmarks.experiments.kgat import (
     EXPERIMENT_DEFAULTS,
     run_synthetic_experiment,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from robust_lightning.datamodules.text import TextBackdoorDataModule
 from robust_lightning.lightning_modules.badllm_tg.model import build_hf_model
-from robust_lightning.lightning_modules.badllm_tg.pipeline import TINY_BERT
+from benchmarks.experiments.badllm_tg import TINY_BERT
 
 
 def write_tiny_victim(folder: Path, num_samples: int = 2000, seed: int = 0) -> Path:

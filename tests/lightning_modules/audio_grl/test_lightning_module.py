@@ -25,7 +25,7 @@ from robust_lightning.lightning_modules.audio_grl import (
     SystemLevelCorrelation,
     domain_probe_accuracy,
 )
-from robust_lightning.lightning_modules.audio_grl.experiment import run_spurious_cue_experiment
+from benchmarks.experiments.audio_grl import run_spurious_cue_experiment
 
 
 def _trainer(**kwargs: object) -> pl.Trainer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from robust_lightning.lightning_modules.badllm_tg.pipeline import run_badllm_tg
+from benchmarks.experiments.badllm_tg import run_badllm_tg
 
 
 def _check(result: dict, trigger_words: set[str]) -> None:

@@ -11,7 +11,7 @@ import torch
 from robust_lightning.attacks.text import BadNetsPoisoner
 from robust_lightning.datamodules.text import TextBackdoorDataModule
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier
-from robust_lightning.lightning_modules.badllm_tg.pipeline import TINY_BERT, TINY_GPT2
+from benchmarks.experiments.badllm_tg import TINY_BERT, TINY_GPT2
 
 
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:

@@ -19,7 +19,7 @@ from robust_lightning.lightning_modules.badllm_tg.model import (
     build_hf_model,
     trigger_reward,
 )
-from robust_lightning.lightning_modules.badllm_tg.pipeline import TINY_GPT2
+from benchmarks.experiments.badllm_tg import TINY_GPT2
 
 CORPUS = [t for t, _ in generate_sentiment_corpus(60, seed=0)]
 TOKENIZER = build_word_tokenizer([*CORPUS, "cf"])

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("mmdet", reason="KGAT needs the mmdet stack (make install builds it)")
 
-from robust_lightning.lightning_modules.kgat.experiment import run_synthetic_experiment
+from benchmarks.experiments.kgat import run_synthetic_experiment
 
 
 @pytest.mark.slow

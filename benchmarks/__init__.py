@@ -1,0 +1,1 @@
+"""Benchmarks and experiment drivers (not part of the installed package)."""
