@@ -34,7 +34,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryStatScores
 
 from robust_lightning.attacks.constrained import ConstrainedPGD
 from robust_lightning.attacks.core import attack_mode, parse_budget
-from robust_lightning.callbacks._common import RankGenerator
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
 from robust_lightning.flow_schema import check_features
 from robust_lightning.lightning_modules._domains import (

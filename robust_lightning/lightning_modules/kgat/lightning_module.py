@@ -29,13 +29,14 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
-from robust_lightning.callbacks._common import RankGenerator
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.lightning_modules._optim import (
     check_scheduler_interval,
     optimizers_config,
 )
 from robust_lightning.lightning_modules.kgat.knowledge import (
     knowledge_gray_vectors,
+    relation_stability_matrix,
     relation_weight,
     reliability_weight,
     spearman_rho,
@@ -71,7 +72,7 @@ class KGATDetector(pl.LightningModule):
         relation_matrix: Path of the ``(K, K)`` relation-stability matrix R (``torch.save`` of a
             tensor, e.g. from ``python -m robust_lightning.lightning_modules.kgat.knowledge``);
             ``None`` computes it from the datamodule's training split at the start of fitting
-            (``InfraredDetectionDataModule.relation_matrix``).
+            (from ``InfraredDetectionDataModule.iter_train_gray``).
         relation_beta: ``beta`` of ``w_rel = 1 - ln(1 + beta rho)`` (0.5).
         knowledge_topk: Predicted boxes per class used for the predicted gray means (5).
         knowledge_score_threshold: Minimum score of those boxes (0.1).
@@ -178,12 +179,13 @@ class KGATDetector(pl.LightningModule):
                 f"({getattr(datamodule, 'class_names', '?')})"
             )
         if self.recipe == "kgat" and not self._relation_ready:
-            if not hasattr(datamodule, "relation_matrix"):
+            if not hasattr(datamodule, "iter_train_gray"):
                 raise ValueError(
-                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with relation_matrix() "
+                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with iter_train_gray() "
                     "(InfraredDetectionDataModule)"
                 )
-            self.relation.copy_(datamodule.relation_matrix().to(self.relation))
+            relation = relation_stability_matrix(datamodule.iter_train_gray(), self.num_classes)
+            self.relation.copy_(relation.to(self.relation))
             self._relation_ready = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
