@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from robust_lightning.attacks.core import Norm
+from robust_lightning.attacks.probes import check_baseline
 from robust_lightning.lightning_modules.classifier import (
     Recipe,
     RobustClassifier,
@@ -35,7 +36,6 @@ from robust_lightning.lightning_modules.classifier import (
 )
 from robust_lightning.lightning_modules.nup.model import (
     Score,
-    _check_baseline,
     _check_fraction,
     _check_score,
     conj_mask_inputs,
@@ -100,7 +100,7 @@ class ConjMaskClassifier(RobustClassifier):
         if train_label not in TRAIN_LABELS:
             raise ValueError(f"train_label must be one of {TRAIN_LABELS}, got {train_label!r}")
         self.mask_fraction = _check_fraction(mask_fraction)
-        self.mask_baseline = _check_baseline(mask_baseline)
+        self.mask_baseline = check_baseline(mask_baseline)
         self.mask_score = _check_score(mask_score)
         self.mask_train = bool(mask_train)
         self.mask_eval = bool(mask_eval)
