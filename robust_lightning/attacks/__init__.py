@@ -1,4 +1,4 @@
-"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`), config-friendly classes
+"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`, :func:`fab`), config-friendly classes
 and textual backdoor poisoners."""
 
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
@@ -16,6 +16,7 @@ from robust_lightning.attacks.detection import (
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.fab import FAB, FABResult, fab, robust_accuracy_at_radii
 from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (
     POISONERS,
@@ -30,6 +31,7 @@ from robust_lightning.attacks.transfer import TransferAttack, load_surrogate
 __all__ = [
     "APGD",
     "ATTACK_PRECISIONS",
+    "FAB",
     "FGSM",
     "NFGSM",
     "PGD",
@@ -40,6 +42,7 @@ __all__ = [
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "FABResult",
     "FlowConstraints",
     "Square",
     "StyleTemplatePoisoner",
@@ -52,10 +55,12 @@ __all__ = [
     "detection_attack",
     "dlr_loss",
     "eps_tag",
+    "fab",
     "fgsm",
     "load_surrogate",
     "parse_budget",
     "pgd",
+    "robust_accuracy_at_radii",
     "split_detection_losses",
     "square_attack",
     "targeted_dlr_loss",
