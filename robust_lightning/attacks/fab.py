@@ -5,7 +5,7 @@ FAB looks for the *smallest* perturbation that changes the prediction, so one ru
 sample's minimal adversarial norm (hence robust accuracy at every radius at once) as well as the
 robust accuracy at a fixed ``eps``.
 
-Public interface (what :class:`~robust_lightning.attacks.AutoAttack` and the report build on)::
+Public interface (what the AutoAttack suite and the robustness report build on)::
 
     result = fab(logits_fn, x, y, eps=0.1, norm="linf")       # full minimisation
     result.x_adv          # (B, ...) smallest-norm adversarial found per sample (x where none)
@@ -80,7 +80,6 @@ from robust_lightning.attacks.core import (
     _check_bounds,
     _check_inputs,
     attack_mode,
-    parse_budget,
 )
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 
@@ -448,7 +447,7 @@ class FAB(Attack):
         bounds: Bounds = (0.0, 1.0),
         name: str | None = None,
     ) -> None:
-        super().__init__(eps=parse_budget(eps, "eps"), norm=norm, bounds=bounds, name=name)
+        super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
         _check_fab_arguments(norm, n_iter, n_restarts, targeted, n_target_classes, alpha_max, eta, beta)
         self.n_iter = n_iter
         self.n_restarts = n_restarts

@@ -123,7 +123,7 @@ def test_perturb_logits_stays_within_eps_and_matches_the_minimal_norms(model_and
 def test_minimal_norm_is_at_most_the_pgd_perturbation(model_and_batch, norm):
     model, x, y = model_and_batch
     eps = RADII[norm]
-    loss = lambda z: nn.functional.cross_entropy(model(z), y, reduction="none")  # noqa: E731
+    loss = lambda z: nn.functional.cross_entropy(model(z), y, reduction="none")
     x_pgd = pgd(loss, x, eps=eps, alpha=eps / 4, steps=20, norm=norm, generator=torch.Generator().manual_seed(0))
     pgd_broken = (_predict(model, x_pgd) != y) & (_predict(model, x) == y)
     norms = fab(model, x, y, eps=eps, norm=norm, n_iter=20).norms
@@ -227,3 +227,24 @@ def test_names_follow_the_attack_convention():
     assert FAB(eps="8/255").name == "fab_linf_eps8"
     assert FAB(eps=0.5, norm="l2", targeted=True).name == "fab-t_l2_eps0.5"
     assert FAB(eps=0.1).with_eps(0.2).name == "fab_linf_eps0.2"
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_on_a_linear_model_fab_finds_the_exact_minimal_norm(norm):
+    # For affine logits the distance to the nearest decision boundary is known in closed form:
+    # min_l |f_l - f_c| / ||w_l - w_c||_q (q the dual norm), as long as the box does not bind.
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Linear(12, 5)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(5, 12, generator=generator))
+        model.bias.copy_(torch.randn(5, generator=generator))
+    x = torch.randn(64, 12, generator=generator)
+    y = _predict(model, x)
+    result = fab(model, x, y, eps=1.0, norm=norm, n_iter=30, bounds=(-100.0, 100.0))
+    with torch.no_grad():
+        gaps = model(x).gather(1, y[:, None]) - model(x)
+        normals = model.weight[None, :, :] - model.weight[y][:, None, :]
+    dual = normals.abs().sum(2) if norm == "linf" else normals.norm(dim=2)
+    exact = (gaps / dual).scatter(1, y[:, None], float("inf")).amin(1)
+    assert bool((result.norms >= exact * (1 - 1e-4)).all())
+    assert bool((result.norms <= exact * 1.01).all())
