@@ -2,6 +2,7 @@
 
 from robust_lightning.attacks import (
     APGD,
+    FAB,
     FGSM,
     NFGSM,
     PGD,
@@ -71,6 +72,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APGD",
+    "FAB",
     "FGSM",
     "NFGSM",
     "PGD",
