@@ -229,7 +229,7 @@ def _random_start(x: Tensor, eps: float, norm: str, lo: float, hi: float,
 
 
 def _fab_run(logits_fn: LogitsFn, x0: Tensor, target: Tensor, target_class: Tensor | None, eps: float,
-             norm: str, n_iter: int, alpha_max: float, eta: float, beta: float, lo: float, hi: float,
+             norm: Norm, n_iter: int, alpha_max: float, eta: float, beta: float, lo: float, hi: float,
              random_start: bool, generator: torch.Generator | None, stop_at_eps: bool,
              input_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """One FAB run (reference ``attack_single_run``) on correctly classified ``x0``.
