@@ -32,7 +32,12 @@ from robust_lightning.datamodules import (
     SyntheticDigitsDataModule,
     SyntheticThermalDataModule,
 )
-from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules import (
+    METHODS,
+    MethodSpec,
+    RobustClassifier,
+    RobustMethod,
+)
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import (
     BackdoorDefense,
@@ -71,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APGD",
     "FGSM",
+    "METHODS",
     "NFGSM",
     "PGD",
     "AdversarialMixin",
@@ -97,12 +103,14 @@ __all__ = [
     "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "MethodSpec",
     "NeroNetClassifier",
     "NeroNetSearch",
     "Normalize",
     "PreActResNet18",
     "RCTAFClassifier",
     "RobustClassifier",
+    "RobustMethod",
     "RobustnessEvaluation",
     "SIAAlign",
     "SIADataModule",

@@ -52,13 +52,13 @@ class NeroNetClassifier(RobustClassifier):
                             f"got {type(genotype).__name__}")
         resolved: Genotype = default_genotype() if genotype is None else load_genotype(genotype)
         backbone = NeroNet(resolved, input_shape, num_classes)
-        learning = backbone.genotype.learning
-        if optimizer is None:
-            def optimizer(params: Any) -> torch.optim.Optimizer:
-                return _make_optimizer(learning, params)
         super().__init__(backbone=backbone, num_classes=num_classes, optimizer=optimizer, **kwargs)
         # The resolved genotype (not the path) goes into the checkpoint: plain data, so the
         # checkpoint stays self-contained and loadable with torch.load(weights_only=True).
         self.hparams["genotype"] = backbone.genotype.to_dict()
         self.hparams["input_shape"] = list(backbone.input_shape)
         self.genotype = backbone.genotype
+
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The optimizer of the genotype's learning block (used when no ``optimizer`` is configured)."""
+        return _make_optimizer(self.genotype.learning, params)

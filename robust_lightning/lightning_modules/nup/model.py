@@ -35,7 +35,6 @@ We had the abstract, not the paper's equations, so the formulas here are **our r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_number, check_probability
 from robust_lightning.attacks.core import attack_mode
 
 __all__ = [
@@ -72,15 +72,11 @@ _SPREAD_FLOOR = 1e-30
 
 
 def _check_fraction(fraction: Any) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    return float(fraction)
+    return check_probability("fraction", fraction)
 
 
 def _check_baseline(baseline: Any) -> float:
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
-    return float(baseline)
+    return check_number("baseline", baseline)
 
 
 def _check_score(score: Any) -> str:
