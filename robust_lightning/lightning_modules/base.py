@@ -20,12 +20,18 @@ One place for what every method needs and used to copy (torchgeo's ``BaseTask`` 
   :meth:`RobustMethod.domain_metric` are kept one per (stage, dataloader) and read back,
   named by domain, with :meth:`RobustMethod.domain_results`.
 * **predict**: softmax of ``forward`` on the batch's inputs; methods with other outputs override.
+* **self-contained checkpoints**: under LightningCLI the hyperparameters are the config itself
+  (plain data, the backbone's and optimizer's ``class_path``/``init_args`` included), so they are
+  all kept (``ignore`` only applies to objects collected from ``__init__``'s frame) and
+  ``Method.load_from_checkpoint(path)`` rebuilds the module with no arguments; a restored
+  module keeps every saved hyperparameter, so a load -> save -> load cycle is stable.
 
 A method overrides only what differs (see ``docs/architecture.md``, "how to add a method").
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -33,6 +39,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import override
@@ -88,6 +95,28 @@ class RobustMethod(AdversarialMixin, pl.LightningModule):
         # One metric per (stage, evaluation dataloader, kind), made on first use: the number of
         # domains is known only once the DataModule's loaders exist.
         self.domain_metrics = nn.ModuleDict()
+
+    # -- hyperparameters -----------------------------------------------------------------------
+    @override
+    def save_hyperparameters(self, *args: Any, ignore: Sequence[str] | str | None = None,
+                             frame: Any = None, logger: bool = True) -> None:
+        if _given_hyperparameters.get() is not None:
+            # LightningCLI hands over the config as plain data: nothing in it needs leaving out,
+            # and keeping the backbone's config is what lets load_from_checkpoint rebuild it.
+            ignore = None
+        if frame is None:
+            frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Keys this instance did not record (a CLI checkpoint's backbone config, Lightning's
+        # _instantiator) are kept, so saving the restored module writes the same hyperparameters;
+        # arguments given to load_from_checkpoint win over the saved ones.
+        saved = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        missing = {k: v for k, v in saved.items() if k not in self.hparams}
+        if missing:
+            self.hparams.update(missing)
 
     # -- optimizers ----------------------------------------------------------------------------
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:

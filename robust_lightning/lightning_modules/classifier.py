@@ -11,8 +11,9 @@ Recipes:
 
 Adversarial recipes set ``training_attack``, which the method base
 (:class:`~robust_lightning.lightning_modules.base.RobustMethod`) attaches as an
-:class:`~robust_lightning.callbacks.AdversarialTraining` callback, so the attack runs through the same module protocol
-that user modules get; TRADES overrides ``attack_loss`` and ``with_adversarial_inputs``.
+:class:`~robust_lightning.callbacks.AdversarialTraining` callback, so the attack runs through
+the same module protocol that user modules get; TRADES overrides ``attack_loss`` and
+``with_adversarial_inputs``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_instance, check_int_at_least, check_non_negative
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.core import Norm, parse_budget
-from robust_lightning._validation import check_choice, check_instance, check_int_at_least, check_non_negative
 from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.nn.layers import Normalize
 from robust_lightning.protocol import split_batch
@@ -174,9 +176,11 @@ class RobustClassifier(RobustMethod):
         self.log("train/acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
 
+    @override
     def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)

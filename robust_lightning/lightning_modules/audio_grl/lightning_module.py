@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from robust_lightning._validation import (
     check_choice,
@@ -42,7 +43,6 @@ from robust_lightning._validation import (
     check_positive_int,
 )
 from robust_lightning.errors import InvalidArgumentError
-from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.audio_grl.metrics import (
     SystemLevelCorrelation,
     aspect_names,
@@ -54,6 +54,7 @@ from robust_lightning.lightning_modules.audio_grl.model import (
     Frontend,
     gaussian_nll,
 )
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.nn.grl import dann_lambda
 
 __all__ = ["DOMAIN_STRATEGIES", "AudioQualityGRL"]
@@ -277,9 +278,11 @@ class AudioQualityGRL(RobustMethod):
                     f"{available} {spec['strategy']} classes; raise num_domains"
                 )
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=1e-4)
 
+    @override
     def optimizer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -426,6 +429,7 @@ class AudioQualityGRL(RobustMethod):
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         return loss
 
+    @override
     def evaluation_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         features = self.features(batch)
         out = self(features)
@@ -448,6 +452,7 @@ class AudioQualityGRL(RobustMethod):
         self.metrics[stage].reset()
         self.system_metrics[stage].reset()
 
+    @override
     def on_evaluation_epoch_end(self, stage: str) -> None:
         if not self.metrics[stage]["mse"].update_count:  # nothing to report before the first batch
             return
@@ -457,6 +462,7 @@ class AudioQualityGRL(RobustMethod):
                 warnings.filterwarnings("ignore", message=".*constant.*")
             self._log_epoch(stage)
 
+    @override
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """``{"mean" (B, k), "std" (B, k) (Gaussian head only), "z" (B, D)}``."""
         out = self(self.features(batch))

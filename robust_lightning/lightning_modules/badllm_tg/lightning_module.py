@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from robust_lightning._validation import (
     check_bool,
@@ -29,12 +30,12 @@ from robust_lightning._validation import (
     check_probability,
 )
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
-from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.badllm_tg.model import (
     TriggerGenerator,
     build_hf_model,
     insert_trigger,
 )
+from robust_lightning.lightning_modules.base import RobustMethod
 
 __all__ = ["BackdoorDefense", "TextClassifier"]
 
@@ -146,6 +147,7 @@ class TextClassifier(RobustMethod):
         self.log("train/acc", (logits.argmax(1) == batch["labels"]).float().mean(), batch_size=len(batch["labels"]))
         return loss
 
+    @override
     def evaluation_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
         preds = logits.argmax(1)
@@ -161,13 +163,16 @@ class TextClassifier(RobustMethod):
             asr((preds == self.target_label).float())
             self.log(f"{stage}/asr", asr, prog_bar=True, batch_size=n, add_dataloader_idx=False)
 
+    @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities ``(B, num_labels)`` of a tokenised batch."""
         return F.softmax(self(batch["input_ids"], batch.get("attention_mask")), dim=1)
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
+    @override
     def optimizer_parameters(self) -> Any:
         return self.model.parameters()
 
@@ -378,7 +383,9 @@ class BackdoorDefense(TextClassifier):
         if self.generator is not None:
             checkpoint["badllm_tg_pool"] = self.generator.pool.state_dict()
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._pool_state = checkpoint.get("badllm_tg_pool")
         if self.generator is not None and self._pool_state is not None:
             self.generator.pool.load_state_dict(self._pool_state)

@@ -30,11 +30,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy, BinaryStatScores
+from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_instance
 from robust_lightning.attacks.constrained import ConstrainedPGD
 from robust_lightning.attacks.core import attack_mode, parse_budget
 from robust_lightning.callbacks._common import RankGenerator
-from robust_lightning._validation import check_choice, check_instance
 from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.flow_schema import check_features
 from robust_lightning.lightning_modules.base import RobustMethod
@@ -207,6 +208,7 @@ class DDoSDetector(RobustMethod):
         # One stat-score counter per (stage, dataloader, clean | attack index).
         return self.domain_metric(stage, dataloader_idx, BinaryStatScores, which)  # type: ignore[return-value]
 
+    @override
     def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)
@@ -229,6 +231,7 @@ class DDoSDetector(RobustMethod):
                 preds_adv[attacked] = self(x_adv).argmax(dim=1)
             self._scores(stage, dataloader_idx, f"a{index}").update(preds_adv, y)
 
+    @override
     def on_evaluation_epoch_end(self, stage: str) -> None:
         for suffix, which, stats in self.domain_results(stage):
             scores = detection_scores(stats)
@@ -240,9 +243,11 @@ class DDoSDetector(RobustMethod):
                 for name in ("recall", "precision", "f1"):
                     self.log(f"{stage}/{name}_adv/{attack}{suffix}", scores[name], add_dataloader_idx=False)
 
+    @override
     def on_evaluation_epoch_start(self, stage: str) -> None:
         self._eval_rng.reset(self.device, self.global_rank)
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Attack probabilities ``(B,)``."""
         inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from robust_lightning._validation import (
     check_choice,
@@ -238,6 +239,7 @@ class DRSFClassifier(RobustMethod):
         return loss, logits_a
 
     # -- evaluation ----------------------------------------------------------------------
+    @override
     def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)
@@ -248,6 +250,7 @@ class DRSFClassifier(RobustMethod):
         suffix = self.domain_suffix(stage, dataloader_idx)
         self.log(f"{stage}/loss{suffix}", F.cross_entropy(logits, y), sync_dist=True, add_dataloader_idx=False)
 
+    @override
     def on_evaluation_epoch_end(self, stage: str) -> None:
         for suffix, _, accuracy in self.domain_results(stage):
             self.log(f"{stage}/acc{suffix}", accuracy, prog_bar=True, add_dataloader_idx=False)

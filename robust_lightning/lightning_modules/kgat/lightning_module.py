@@ -25,10 +25,11 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
+from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_int_at_least
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
-from robust_lightning._validation import check_choice, check_int_at_least
 from robust_lightning.callbacks._common import RankGenerator
 from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.kgat.knowledge import (
@@ -172,7 +173,9 @@ class KGATDetector(RobustMethod):
             self.relation.copy_(datamodule.relation_matrix().to(self.relation))
             self._relation_ready = True
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         # R is a checkpointed buffer; a resumed run must not recompute it.
         self._relation_ready = True
         state = checkpoint.get("kgat_attack_generator")
@@ -256,6 +259,7 @@ class KGATDetector(RobustMethod):
         return loss
 
     # ---------------------------------------------------------------------------- evaluation
+    @override
     def evaluation_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         images: Tensor = batch["images"]
         targets = [{"boxes": b.detach().clone(), "labels": y.detach().clone()}
@@ -273,6 +277,7 @@ class KGATDetector(RobustMethod):
             adversarial = self._attack(attack, images, samples)
             update(attack.name, adversarial, samples)
 
+    @override
     def on_evaluation_epoch_end(self, stage: str) -> None:
         for name, metric in self.metrics[stage].items():
             result = metric.compute()
@@ -282,11 +287,13 @@ class KGATDetector(RobustMethod):
             self.log(f"{prefix}map50{suffix}", result["map_50"].float(), prog_bar=name == "clean", sync_dist=False)
             self.log(f"{prefix}map50_95{suffix}", result["map"].float(), sync_dist=False)
 
+    @override
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Tensor]]:
         """Detections of each image: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}``."""
         images: Tensor = batch["images"]
         predictions = self._predict(images, self._samples(batch, images))
         return [{"boxes": p.bboxes, "scores": p.scores, "labels": p.labels} for p in predictions]
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from typing_extensions import override
 
 from robust_lightning.lightning_modules.classifier import RobustClassifier
 from robust_lightning.lightning_modules.nero_net.genotype import Genotype, default_genotype, load_genotype
@@ -59,6 +60,7 @@ class NeroNetClassifier(RobustClassifier):
         self.hparams["input_shape"] = list(backbone.input_shape)
         self.genotype = backbone.genotype
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The optimizer of the genotype's learning block (used when no ``optimizer`` is configured)."""
         return _make_optimizer(self.genotype.learning, params)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning._validation import check_int, check_non_negative, check_number, check_positive, check_probability
 from robust_lightning.attacks.core import attack_mode
@@ -150,9 +151,11 @@ class _SIABase(RobustMethod):
     def _sharded(self) -> bool:
         return self.model is not None and is_sharded(self.model)
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
+    @override
     def optimizer_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -186,12 +189,15 @@ class _SIABase(RobustMethod):
         refusal = self.datamodule.refusal_ids
         return torch.tensor([float(o[: len(refusal)] == refusal) for o in outputs])
 
+    @override
     def validation_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, batch_idx, "val")
 
+    @override
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, batch_idx, "test")
 
+    @override
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> list[list[int]]:
         """Greedy answers (token ids, at most ``max_new_tokens``) to the records' prompts."""
         with gathered_parameters(self.model):
@@ -402,11 +408,14 @@ class SIAAlign(_SIABase):
     def _attacked_deltas(self, records: list[dict[str, Any]], generator: torch.Generator) -> list[Tensor]:
         refusal = self.datamodule.refusal_ids + [self.datamodule.tokenizer.eos_token_id]
         samples = [{"prompt_ids": r["prompt_ids"], "response_ids": refusal} for r in records]
-        batch = {k: v.to(self.device) for k, v in collate_sft(samples, self.datamodule.tokenizer.pad_token_id).items()}
-        eps = self._eps()
-        delta = embedding_pgd(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                              batch["prompt_mask"], eps=eps, alpha=self.eval_alpha * eps, steps=self.eval_steps,
-                              generator=generator)
+        # trainer.validate/test run under inference_mode (fit's validation does not): the attack's
+        # inputs must be normal tensors to enter its graph.
+        with torch.inference_mode(False):
+            batch = {k: v.to(self.device) for k, v in collate_sft(samples, self.datamodule.tokenizer.pad_token_id).items()}
+            eps = self._eps()
+            delta = embedding_pgd(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                  batch["prompt_mask"], eps=eps, alpha=self.eval_alpha * eps, steps=self.eval_steps,
+                                  generator=generator)
         return [delta[i, : len(r["prompt_ids"])] for i, r in enumerate(records)]
 
     def _augment_suffix(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:

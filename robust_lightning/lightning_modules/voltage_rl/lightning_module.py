@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning._validation import (
     check_choice,
@@ -45,8 +46,8 @@ from robust_lightning._validation import (
     is_int,
 )
 from robust_lightning.attacks.core import eps_tag, parse_budget
-from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.envs.volt_var import VoltVarVectorEnv, run_episodes
+from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.voltage_rl.model import (
     ATTACK_OBJECTIVES,
@@ -253,6 +254,8 @@ class VoltVarTD3(RobustMethod):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "make_env"):
+            if stage == "predict" and self.actor is not None:
+                return  # a built (e.g. restored) agent acts on the observations it is given
             raise TypeError("VoltVarTD3 needs a VoltVarDataModule (or a DataModule with make_env/obs_dim/act_dim)")
         self.build_networks(datamodule.obs_dim, datamodule.act_dim, datamodule.measurement_dim)
 
@@ -408,9 +411,11 @@ class VoltVarTD3(RobustMethod):
                 for p, p_target in zip(net.parameters(), target.parameters()):
                     p_target.lerp_(p, self.tau)
 
+    @override
     def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.Adam(params)
 
+    @override
     def optimizer_parameters(self) -> list[dict[str, Any]]:
         # Two groups, one optimizer: one training step is one optimizer step.
         assert self.actor is not None and self.critic is not None
@@ -457,14 +462,17 @@ class VoltVarTD3(RobustMethod):
             for key, value in stats.items():
                 self.log(f"{stage}/robust_{key}/{name}", value, batch_size=n)
 
+    @override
     def on_evaluation_epoch_start(self, stage: str) -> None:
         # Same attack random starts every evaluation: epochs are compared on equal terms.
         self._eval_generator.manual_seed(self.seed + 1)
 
+    @override
     def evaluation_step(self, batch: Tensor, stage: str, dataloader_idx: int = 0) -> None:
         """Runs the batch's days (clean and under each evaluation attack) and logs their metrics."""
         self._evaluate(batch, stage)
 
+    @override
     def predict_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Deterministic actions ``(B, act_dim)`` in ``[-1, 1]`` for observations ``(B, obs_dim)`` in ``[0, 1]``."""
         return self(batch)
