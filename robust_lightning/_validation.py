@@ -253,7 +253,7 @@ def check_instance(name: str, value: Any, types: type | tuple[type, ...], expect
     if not isinstance(value, types):
         if expected is None:
             names = [t.__name__ for t in (types if isinstance(types, tuple) else (types,))]
-            expected = "a " + " or ".join(names)
+            expected = "an instance of " + " or ".join(names)
         raise InvalidArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
     return value
 
