@@ -12,7 +12,8 @@ from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
-from robust_lightning.callbacks._common import RankGenerator, precision_context, run_attack
+from robust_lightning.attacks.generators import RankGenerator
+from robust_lightning.callbacks._common import precision_context, run_attack
 from robust_lightning.protocol import index_batch, protocol_method, replace_batch_contents
 
 __all__ = ["AdversarialTraining"]

@@ -4,7 +4,7 @@ Zhang et al. ("Neural Uncertainty Principle", arXiv:2603.19562) read an input an
 gradient as conjugate observables; a single backward pass per batch gives statistics that
 signal adversarial fragility (classifiers) and hallucination risk (LLMs, at prefill). The
 callback runs that backward on the batches of the chosen stages and logs the batch means of the
-per-sample statistics of :func:`~robust_lightning.lightning_modules.nup.model.probe_statistics`
+per-sample statistics of :func:`~robust_lightning.attacks.probes.probe_statistics`
 (spread product, correlation of ``x`` and ``∇x L``, mean ``|x ⊙ ∇x L|``, ...) as
 ``<stage>/probe/<name>``. The formulas are our reading of the paper (see that module).
 
@@ -13,7 +13,7 @@ per-sample statistics of :func:`~robust_lightning.lightning_modules.nup.model.pr
   ``loss="predicted"``, the cross-entropy of the model's own prediction (the label-free probe).
 * HF causal LMs: ``causal_lm="model"`` names the attribute holding the LM; batches are dicts
   with ``input_ids`` (and optionally ``attention_mask`` and a prompt mask); the probe is taken
-  on the prompt embeddings at prefill (:func:`~robust_lightning.lightning_modules.nup.model.causal_lm_prefill_probe`).
+  on the prompt embeddings at prefill (:func:`~robust_lightning.attacks.probes.causal_lm_prefill_probe`).
 
 The probe costs one extra forward and backward per probed batch (``every_n_batches`` thins it);
 parameters never receive gradients and BatchNorm statistics are untouched
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from robust_lightning._validation import check_int_at_least, check_number
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.callbacks._common import grad_enabled_batch, precision_context
-from robust_lightning.lightning_modules.nup.model import (
+from robust_lightning.attacks.probes import (
     LM_LOSSES,
     causal_lm_prefill_probe,
     input_gradient,

@@ -35,8 +35,8 @@ from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, parse_budget
 from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.callbacks._common import (
-    RankGenerator,
     grad_enabled_batch,
     precision_context,
     run_attack,

@@ -35,7 +35,7 @@ from typing_extensions import override
 from robust_lightning._validation import check_choice, check_instance
 from robust_lightning.attacks.constrained import ConstrainedPGD
 from robust_lightning.attacks.core import attack_mode, parse_budget
-from robust_lightning.callbacks._common import RankGenerator
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.flow_schema import check_features
 from robust_lightning.lightning_modules.base import RobustMethod

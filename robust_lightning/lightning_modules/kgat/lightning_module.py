@@ -30,10 +30,11 @@ from typing_extensions import override
 from robust_lightning._validation import check_choice, check_int_at_least
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
-from robust_lightning.callbacks._common import RankGenerator
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.kgat.knowledge import (
     knowledge_gray_vectors,
+    relation_stability_matrix,
     relation_weight,
     reliability_weight,
     spearman_rho,
@@ -65,7 +66,7 @@ class KGATDetector(RobustMethod):
         relation_matrix: Path of the ``(K, K)`` relation-stability matrix R (``torch.save`` of a
             tensor, e.g. from ``python -m robust_lightning.lightning_modules.kgat.knowledge``);
             ``None`` computes it from the datamodule's training split at the start of fitting
-            (``InfraredDetectionDataModule.relation_matrix``).
+            (from ``InfraredDetectionDataModule.iter_train_gray``).
         relation_beta: ``beta`` of ``w_rel = 1 - ln(1 + beta rho)`` (0.5).
         knowledge_topk: Predicted boxes per class used for the predicted gray means (5).
         knowledge_score_threshold: Minimum score of those boxes (0.1).
@@ -165,12 +166,13 @@ class KGATDetector(RobustMethod):
                 f"({getattr(datamodule, 'class_names', '?')})"
             )
         if self.recipe == "kgat" and not self._relation_ready:
-            if not hasattr(datamodule, "relation_matrix"):
+            if not hasattr(datamodule, "iter_train_gray"):
                 raise ValueError(
-                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with relation_matrix() "
+                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with iter_train_gray() "
                     "(InfraredDetectionDataModule)"
                 )
-            self.relation.copy_(datamodule.relation_matrix().to(self.relation))
+            relation = relation_stability_matrix(datamodule.iter_train_gray(), self.num_classes)
+            self.relation.copy_(relation.to(self.relation))
             self._relation_ready = True
 
     @override

@@ -26,10 +26,10 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from robust_lightning._validation import check_bool, check_choice
+from robust_lightning.attacks.probes import check_baseline
 from robust_lightning.lightning_modules.classifier import RobustClassifier
 from robust_lightning.lightning_modules.nup.model import (
     Score,
-    _check_baseline,
     _check_fraction,
     _check_score,
     conj_mask_inputs,
@@ -78,7 +78,7 @@ class ConjMaskClassifier(RobustClassifier):
         super().__init__(backbone=backbone, **kwargs)
         self.train_label = check_choice("train_label", train_label, TRAIN_LABELS)
         self.mask_fraction = _check_fraction(mask_fraction)
-        self.mask_baseline = _check_baseline(mask_baseline)
+        self.mask_baseline = check_baseline(mask_baseline)
         self.mask_score = _check_score(mask_score)
         self.mask_train = check_bool("mask_train", mask_train)
         self.mask_eval = check_bool("mask_eval", mask_eval)
