@@ -286,4 +286,8 @@ def test_method_fits_evaluates_predicts_and_round_trips_its_checkpoint(
         assert type(restored) is type(model)
         assert _plain(dict(restored.hparams)) == _plain(dict(model.hparams))
         got = _predict(restored.eval(), loader)
+        # ... and the restored module saves a checkpoint that loads the same way again.
+        again = tmp_path / f"{name}_again.ckpt"
+        torch.save({**checkpoint, "hyper_parameters": dict(restored.hparams)}, again)
+        assert torch.load(again, weights_only=True)["hyper_parameters"].keys() == hparams.keys()
     _assert_identical(expected, got, f"{name} predictions")

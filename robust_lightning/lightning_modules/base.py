@@ -31,6 +31,7 @@ A method overrides only what differs (see ``docs/architecture.md``, "how to add 
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
@@ -54,6 +55,22 @@ __all__ = ["STAGES", "RobustMethod"]
 
 #: The stages with metrics of their own (``predict`` logs nothing).
 STAGES: tuple[str, ...] = ("train", "val", "test")
+
+
+def _plain_data(value: Any) -> Any:
+    """``value`` with argparse/jsonargparse namespaces turned into dicts.
+
+    LightningCLI's instantiator parses the checkpoint's hyperparameters in place, so nested
+    ``class_path`` configs may come back as namespaces, which ``torch.load(weights_only=True)``
+    could not read once saved again.
+    """
+    if isinstance(value, argparse.Namespace):
+        value = value.as_dict() if hasattr(value, "as_dict") else vars(value)
+    if isinstance(value, dict):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_data(v) for v in value)
+    return value
 
 
 class RobustMethod(AdversarialMixin, pl.LightningModule):
@@ -114,7 +131,7 @@ class RobustMethod(AdversarialMixin, pl.LightningModule):
         # _instantiator) are kept, so saving the restored module writes the same hyperparameters;
         # arguments given to load_from_checkpoint win over the saved ones.
         saved = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
-        missing = {k: v for k, v in saved.items() if k not in self.hparams}
+        missing = {k: _plain_data(v) for k, v in saved.items() if k not in self.hparams}
         if missing:
             self.hparams.update(missing)
 
