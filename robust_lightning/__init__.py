@@ -2,6 +2,7 @@
 
 from robust_lightning.attacks import (
     APGD,
+    FAB,
     FGSM,
     NFGSM,
     PGD,
@@ -76,6 +77,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APGD",
+    "FAB",
     "FGSM",
     "METHODS",
     "NFGSM",
