@@ -34,7 +34,12 @@ from robust_lightning.datamodules import (
     SyntheticDigitsDataModule,
     SyntheticThermalDataModule,
 )
-from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules import (
+    METHODS,
+    MethodSpec,
+    RobustClassifier,
+    RobustMethod,
+)
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import (
     BackdoorDefense,
@@ -74,6 +79,7 @@ __all__ = [
     "APGD",
     "FAB",
     "FGSM",
+    "METHODS",
     "NFGSM",
     "PGD",
     "AdversarialMixin",
@@ -100,6 +106,7 @@ __all__ = [
     "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "MethodSpec",
     "NeroNetClassifier",
     "NeroNetSearch",
     "Normalize",
@@ -107,6 +114,7 @@ __all__ = [
     "RCTAFClassifier",
     "RankGenerator",
     "RobustClassifier",
+    "RobustMethod",
     "RobustnessEvaluation",
     "SIAAlign",
     "SIADataModule",

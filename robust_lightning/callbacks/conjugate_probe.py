@@ -23,7 +23,6 @@ runs: list it before :class:`AdversarialTraining` to probe the clean training in
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least, check_number
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.callbacks._common import grad_enabled_batch, precision_context
 from robust_lightning.attacks.probes import (
@@ -89,8 +89,7 @@ class ConjugateProbe(Callback):
         unknown = sorted(set(stages) - set(STAGES))
         if unknown or not stages:
             raise ValueError(f"stages must be a non-empty list among {STAGES}, got {stages!r}")
-        if isinstance(every_n_batches, bool) or not isinstance(every_n_batches, int) or every_n_batches < 1:
-            raise ValueError(f"every_n_batches must be an int >= 1, got {every_n_batches!r}")
+        check_int_at_least("every_n_batches", every_n_batches, 1)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if lm_loss not in LM_LOSSES:
@@ -99,8 +98,7 @@ class ConjugateProbe(Callback):
             raise ValueError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
         if causal_lm is not None and (not isinstance(causal_lm, str) or not causal_lm):
             raise ValueError(f"causal_lm must be None or an attribute path such as 'model', got {causal_lm!r}")
-        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-            raise ValueError(f"baseline must be a finite number, got {baseline!r}")
+        check_number("baseline", baseline)
         self.stages = tuple(stages)
         self.every_n_batches = every_n_batches
         self.loss = loss

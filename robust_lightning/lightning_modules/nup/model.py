@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_probability
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.probes import (
     IGNORE_INDEX,
@@ -71,9 +72,7 @@ SCORES: tuple[str, ...] = ("abs", "positive")
 
 
 def _check_fraction(fraction: Any) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    return float(fraction)
+    return check_probability("fraction", fraction)
 
 
 def _check_score(score: Any) -> str:
