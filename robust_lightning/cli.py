@@ -67,6 +67,21 @@ def _previous_last_checkpoint(trainer: pl.Trainer) -> str | None:
     return str(max(candidates, key=lambda path: path.stat().st_mtime_ns))
 
 
+def _check_ckpt_path(ckpt_path: Any) -> None:
+    """Refuse a missing or corrupt ``--ckpt_path`` file by name before Lightning loads it
+    (torch's own message for a corrupt file suggests loading it unsafely)."""
+    if not isinstance(ckpt_path, (str, os.PathLike)) or str(ckpt_path) in _LIGHTNING_CKPT_ALIASES:
+        return
+    if "://" in str(ckpt_path):  # remote (fsspec) paths are Lightning's to open
+        return
+    from robust_lightning._checkpoint import check_checkpoint_file
+
+    check_checkpoint_file(ckpt_path, argument="ckpt_path")
+
+
+_LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
 class RobustLightningCLI(LightningCLI):
     """LightningCLI for robust_lightning modules, DataModules and callbacks.
 
@@ -78,6 +93,7 @@ class RobustLightningCLI(LightningCLI):
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
+            _check_ckpt_path(config.get("ckpt_path"))
             return
         found = _previous_last_checkpoint(self.trainer)
         if found is None:
@@ -85,6 +101,7 @@ class RobustLightningCLI(LightningCLI):
                            "starting from scratch")
             config["ckpt_path"] = None
         else:
+            _check_ckpt_path(found)
             rank_zero_info(f"Resuming from {found}")
             config["ckpt_path"] = found
 

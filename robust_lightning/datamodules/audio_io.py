@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robust_lightning._checkpoint import load_checkpoint
+
 __all__ = [
     "ASPECTS",
     "AUDIOMOS_COLUMNS",
@@ -196,7 +198,7 @@ def read_features(path: str | os.PathLike[str]) -> Tensor:
     if path.suffix == ".npy":
         return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32, copy=False))
     if path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        value = load_checkpoint(path, argument="feature file")
         if not isinstance(value, Tensor):
             raise ValueError(f"{path} must hold a single tensor, got {type(value).__name__}")
         return value.float()

@@ -27,6 +27,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from robust_lightning._checkpoint import load_checkpoint
+
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
 from robust_lightning.callbacks._common import RankGenerator
@@ -158,9 +160,7 @@ class KGATDetector(pl.LightningModule):
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
 
     def _load_relation(self, path: str) -> Tensor:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"relation_matrix {path} does not exist")
-        relation = torch.load(path, map_location="cpu", weights_only=True)
+        relation = load_checkpoint(path, argument="relation_matrix")
         if not isinstance(relation, Tensor) or relation.shape != (self.num_classes, self.num_classes):
             shape = tuple(relation.shape) if isinstance(relation, Tensor) else type(relation).__name__
             raise ValueError(

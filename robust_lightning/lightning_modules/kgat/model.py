@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robust_lightning._checkpoint import load_checkpoint
+
 __all__ = ["MMDetDetector", "build_detector_config", "mmdet_available"]
 
 _MMDET_CONFIG_PREFIX = "mmdet::"
@@ -198,9 +200,7 @@ class MMDetDetector(nn.Module):
 
     def load_checkpoint(self, checkpoint: str) -> None:
         """Loads local weights (``weights_only=True``); reports keys that did not match."""
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint, argument="checkpoint")
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, Mapping):
