@@ -18,7 +18,6 @@ under each of ``eval_attacks``: ``val/map50``, ``val/map50_95``, ``val/robust_ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
