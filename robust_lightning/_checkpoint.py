@@ -36,15 +36,15 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "check_checkpoint_file", "
 _UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError,
                AttributeError, ImportError, UnicodeDecodeError, struct.error, zipfile.BadZipFile, OverflowError,
                MemoryError)
-_GLOBAL = re.compile(r"Unsupported (?:global|class)\W+(?:GLOBAL\s+)?([A-Za-z_][\w.]*)")
+# torch 2.6-2.11 word it as "Unsupported global: GLOBAL posix.system was not an allowed global"
+# or "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+_GLOBAL = re.compile(r"unsupported\s+(?:global|class)\W+(?:GLOBAL\s+)?([A-Za-z_][\w.]*)", re.IGNORECASE)
 
 
 def _disallowed_global(message: str) -> str | None:
     """The ``module.name`` a weights-only unpickler refused, if the message names one."""
-    if "Unsupported global" not in message and "Unsupported class" not in message:
-        return None
     match = _GLOBAL.search(message)
-    return match.group(1) if match else "unknown"
+    return match.group(1) if match else None
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, argument: str = "checkpoint",

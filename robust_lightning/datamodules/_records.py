@@ -102,8 +102,8 @@ def check_labels(labels: Sequence[int] | np.ndarray | Tensor, num_classes: int, 
         bad = int(outside[0])
         where = records[bad] if records is not None else bad
         raise DataFileError(
-            f"{source}{_record(where)}: {field!r} is {int(values.ravel()[bad])}, outside 0..{num_classes - 1} "
-            f"(num_classes={num_classes}); {outside.size} record(s) out of range"
+            f"{source}{_record(where)}: {field} must be in 0..{num_classes - 1} (num_classes={num_classes}), "
+            f"got {int(values.ravel()[bad])}; {outside.size} record(s) out of range"
         )
 
 

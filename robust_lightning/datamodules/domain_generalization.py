@@ -24,7 +24,7 @@ from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     check_int_at_least,
 )
-from robust_lightning.errors import DataFileError, MissingFileError
+from robust_lightning.errors import DataFileError, InvalidArgumentError
 
 __all__ = ["DomainGeneralizationDataModule", "ImageFolderDataModule"]
 
@@ -269,7 +269,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         for label, name in enumerate(self.class_names):
             folder = os.path.join(self.root, name)
             if not os.path.isdir(folder):
-                raise MissingFileError(f"classes: no folder {folder!r} for class {name!r}")
+                raise InvalidArgumentError(f"classes: no folder {folder!r} for class {name!r}")
             files = sorted(
                 os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(_IMAGE_EXTENSIONS)
             )
