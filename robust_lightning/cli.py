@@ -105,6 +105,14 @@ class RobustLightningCLI(LightningCLI):
             rank_zero_info(f"Resuming from {found}")
             config["ckpt_path"] = found
 
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` by name before LightningCLI reads its hyperparameters (with
+        ``torch.load``, whose message for a corrupt file suggests unsafe loading)."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         """Make the W&B logger's ``save_dir`` absolute.
 

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from robust_lightning._checkpoint import atomic_write_text, read_json_state
 from robust_lightning.attacks.base import FGSM
 from robust_lightning.attacks.core import attack_mode, parse_budget
-from robust_lightning.errors import CheckpointError
+from robust_lightning.errors import CheckpointError, InvalidArgumentError
 from robust_lightning.lightning_modules.nero_net.genotype import (
     Genotype,
     MutationRates,
@@ -474,11 +474,11 @@ class NeroNetSearch:
         path = self.run_dir / STATE_FILE
         if self.resume is None:
             if path.exists():
-                raise ValueError(f"run_dir {str(self.run_dir)!r} already holds a search; pass --resume "
+                raise InvalidArgumentError(f"run_dir {str(self.run_dir)!r} already holds a search; pass --resume "
                                  f"{self.run_dir} to continue it or choose another run_dir")
             return None
         if not path.is_file():
-            raise ValueError(f"resume={self.resume!r} holds no {STATE_FILE}: nothing to resume")
+            raise InvalidArgumentError(f"resume={self.resume!r} holds no {STATE_FILE}: nothing to resume")
         state = read_json_state(path, argument="resume state", required=_STATE_KEYS)
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{path} has format {state.get('format')!r}, expected {STATE_FORMAT}")
