@@ -34,9 +34,10 @@ class LastCheckpoint(ModelCheckpoint):
     instead). Each write goes to a temporary file that is moved over ``last.ckpt``, so a kill
     mid-write leaves the previous epoch's file intact.
 
-    An epoch that validates is saved after its validation (where ModelCheckpoint saves, so
-    the loop state resumes exactly and the file holds that epoch's metrics); an epoch that
-    does not (``check_val_every_n_epoch > 1``, no validation data) at its training end.
+    Saves happen where ModelCheckpoint's would (so the loop state resumes exactly): at the end
+    of each training epoch, after that epoch's validation; when validation runs on its own
+    schedule (``check_val_every_n_epoch > 1``, ``val_check_interval < 1``) also after each
+    validation, and every epoch without one still at its end.
 
     Args:
         dirpath: folder of ``last.ckpt``; ``None`` for Lightning's default.

@@ -30,6 +30,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from robust_lightning.attacks.text import TextPoisoner
+from robust_lightning.datamodules._common import EpochShuffleSampler
 from robust_lightning.datamodules._records import check_labels, parse_int_field, require_columns, require_fields
 from robust_lightning.errors import DataFileError, MissingFileError
 
@@ -408,10 +409,12 @@ class TextBackdoorDataModule(LightningDataModule):
                 self.tokenizer = build_word_tokenizer([t for split in self.splits.values() for t, _ in split])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+        # The shuffle is a pure function of (seed, epoch): a run resumed from a checkpoint sees
+        # the batches the uninterrupted run saw in that epoch.
+        sampler = EpochShuffleSampler(self.splits[split], seed=self.seed) if shuffle else None
+        return DataLoader(self.splits[split], batch_size=self.batch_size, sampler=sampler,
                           collate_fn=_Collate(self.tokenizer, self.max_length), num_workers=self.num_workers,
-                          generator=generator if shuffle else None)
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -101,8 +101,8 @@ class SIADataModule(pl.LightningDataModule):
     def _load_or_synthesize(self) -> SynthesizedData:
         if self.data_dir is not None and is_complete_dataset(self.data_dir):
             return load_dataset(self.data_dir)
-        if self.data_dir is not None and self.synthesize and (Path(self.data_dir) / "sft.jsonl").is_file():
-            # Split files without the data card (written last): an interrupted synthesis. The
+        if self.data_dir is not None and self.synthesize and any(Path(self.data_dir).glob("*.jsonl")):
+            # JSONL files without the data card (written last): an interrupted synthesis. The
             # generator is deterministic in data_seed, so writing again completes it.
             rank_zero_warn(f"data_dir={self.data_dir!r} holds an incomplete synthesized dataset (no data card); "
                            "synthesizing it again")
