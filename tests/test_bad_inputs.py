@@ -414,6 +414,32 @@ def test_surrogate_checkpoint_that_is_not_a_state_dict(tmp_path: Path) -> None:
         load_surrogate(nn.Linear(2, 2), path)
 
 
+def test_cifar_batch_with_an_os_system_payload_never_runs(tmp_path: Path) -> None:
+    root = Path(write_fake_cifar10(tmp_path / "cifar", n_train_per_batch=4, n_test=4))
+    marker = tmp_path / "marker"
+    # Protocol 0 by hand: GLOBAL 'os system', then call it with one string argument.
+    (root / "test_batch").write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(DataFileError, match=r"test_batch: refusing to load forbidden global 'os\.system'"):
+        CIFAR10DataModule(data_dir=str(tmp_path / "cifar"), val_size=0).setup("test")
+    assert not marker.exists()
+
+
+def test_config_strings_are_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robust_lightning.cli import main
+
+    marker = tmp_path / "marker"
+    monkeypatch.chdir(tmp_path)
+    # A budget string is parsed by a regular expression, never evaluated.
+    with pytest.raises(InvalidArgumentError, match=r"eps must be a number"):
+        PGD(eps=f"__import__('os').system('touch {marker}')")
+    # A YAML tag that would call os.system when loaded unsafely.
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"trainer:\n  max_epochs: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--model=robust_lightning.RobustClassifier"])
+    assert not marker.exists()
+
+
 def test_all_user_errors_are_user_errors() -> None:
     # The CLI prints exactly these as one line; each also keeps its built-in base class.
     for error in (CheckpointError, DataFileError, InvalidArgumentError, MissingFileError, PrerequisiteError):
