@@ -256,6 +256,12 @@ def test_coco_annotation_of_an_unknown_image(tmp_path: Path) -> None:
         CocoDetectionDataset(path, images)
 
 
+def test_coco_annotation_of_an_unknown_category(tmp_path: Path) -> None:
+    path, images = _coco(tmp_path, {"id": 5, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2]})
+    with pytest.raises(DataFileError, match=r"annotations\[0\]: field 'category_id' 3 is not an id in 'categories'"):
+        CocoDetectionDataset(path, images)
+
+
 def test_coco_corrupt_json(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "ann.json").write_text('{"images": [')

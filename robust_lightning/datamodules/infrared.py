@@ -312,6 +312,7 @@ def _check_coco_records(coco: dict[str, Any], annotation_file: Path) -> None:
     for index, category in enumerate(coco["categories"]):
         if not isinstance(category, dict) or not isinstance(category.get("id"), int) or "name" not in category:
             fail("categories", index, "needs an integer 'id' and a 'name'")
+    category_ids = {category["id"] for category in coco["categories"]}
     image_ids = set()
     for index, image in enumerate(coco["images"]):
         if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not isinstance(
@@ -332,6 +333,8 @@ def _check_coco_records(coco: dict[str, Any], annotation_file: Path) -> None:
             fail("annotations", index, f"field 'bbox' has a negative width or height: {bbox!r}")
         if ann["image_id"] not in image_ids:
             fail("annotations", index, f"field 'image_id' {ann['image_id']!r} is not an id in 'images'")
+        if ann["category_id"] not in category_ids:
+            fail("annotations", index, f"field 'category_id' {ann['category_id']!r} is not an id in 'categories'")
 
 class CocoDetectionDataset(Dataset[dict[str, Any]]):
     """A COCO-format detection split: images resized to ``image_size``, boxes scaled with them.
