@@ -70,7 +70,9 @@ def _previous_last_checkpoint(trainer: pl.Trainer) -> str | None:
 def _check_ckpt_path(ckpt_path: Any) -> None:
     """Refuse a missing or corrupt ``--ckpt_path`` file by name before Lightning loads it
     (torch's own message for a corrupt file suggests loading it unsafely)."""
-    if not isinstance(ckpt_path, (str, os.PathLike)) or str(ckpt_path) in _LIGHTNING_CKPT_ALIASES:
+    if not isinstance(ckpt_path, (str, os.PathLike)):
+        return
+    if str(ckpt_path) in _LIGHTNING_CKPT_ALIASES or str(ckpt_path).startswith("registry:"):
         return
     if "://" in str(ckpt_path):  # remote (fsspec) paths are Lightning's to open
         return
@@ -79,6 +81,7 @@ def _check_ckpt_path(ckpt_path: Any) -> None:
     check_checkpoint_file(ckpt_path, argument="ckpt_path")
 
 
+# Lightning's own names for checkpoints it finds itself ("registry" may carry a ":name").
 _LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 

@@ -111,3 +111,15 @@ def test_cli_refuses_a_corrupt_ckpt_path_by_name(tmp_path: Path, bad: str) -> No
     with pytest.raises(CheckpointError, match=r"ckpt_path '.*broken\.ckpt' is not a valid PyTorch checkpoint") as info:
         _check_ckpt_path(str(path))
     assert "weights_only=False" not in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_under_ddp_spawn_rank_zero_writes_one_complete_last_ckpt(tmp_path: Path) -> None:
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/metric", mode="max")
+    trainer = _trainer(tmp_path, [best, LastCheckpoint(dirpath=tmp_path)], max_epochs=2, devices=2,
+                       strategy="ddp_spawn")
+    trainer.fit(_ConstantMetric(), _loader(), _loader())
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".ckpt", ".tmp")) == [
+        "epoch=0-step=1.ckpt", "last.ckpt"]
