@@ -103,10 +103,11 @@ def test_nero_net_half_written_state_is_detected_not_trusted(killed_search, tmp_
         payload = json.loads(text)
         payload["generation"] = 1
         state.write_text(json.dumps(payload))
+    damaged = {p.name: p.read_bytes() for p in run.iterdir()}
     match = r"state\.json.*(not valid JSON|'history' must list 2).*it was not used"
     with pytest.raises(CheckpointError, match=match):
         _search(tmp_path / "unused", resume=str(run)).run()
-    assert not (run / "best_genotype.yaml").read_text() == "", "nothing was overwritten"
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == damaged, "a refused run is left as it was"
 
 
 # ------------------------------------------------------------------------------------------------ SIA

@@ -146,9 +146,10 @@ def check_image_values(images: Tensor | np.ndarray, *, source: Where, value_rang
 
 def check_sample_rate(rate: Any, expected: int | None, *, source: Where) -> int:
     """A clip's sample rate is a positive integer and, when ``expected`` is given, equals it."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        if not (isinstance(rate, float) and math.isfinite(rate) and rate > 0 and rate.is_integer()):
-            raise DataFileError(f"{source}: sample rate must be a positive integer (Hz), got {rate!r}")
+    whole = isinstance(rate, (int, np.integer)) or (isinstance(rate, float) and math.isfinite(rate)
+                                                     and rate.is_integer())
+    if isinstance(rate, bool) or not whole or rate <= 0:
+        raise DataFileError(f"{source}: sample rate must be a positive integer (Hz), got {rate!r}")
     if expected is not None and int(rate) != expected:
         raise DataFileError(f"{source}: sample rate is {int(rate)} Hz, expected {expected} Hz "
                             "(resample the file or set the datamodule's sample_rate)")
