@@ -136,3 +136,9 @@ __all__ = [
     "pgd",
     "swap_activations",
 ]
+
+# Reliability: last.ckpt every epoch; checkpoints read weights-only with errors that name the file.
+from robust_lightning._checkpoint import load_checkpoint  # noqa: E402
+from robust_lightning.callbacks.checkpointing import LastCheckpoint  # noqa: E402
+
+__all__ += ["LastCheckpoint", "load_checkpoint"]

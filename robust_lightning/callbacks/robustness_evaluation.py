@@ -39,6 +39,7 @@ from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.callbacks._common import (
     grad_enabled_batch,
     precision_context,
+    report_dir,
     run_attack,
 )
 from robust_lightning.protocol import index_batch, protocol_method
@@ -304,8 +305,7 @@ class RobustnessEvaluation(Callback):
         Called on every rank: ``trainer.log_dir`` is a collective under DDP, so it is resolved
         everywhere and only rank 0 writes.
         """
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        return self._write_report(trainer, stage, run_dir)
+        return self._write_report(trainer, stage, report_dir(trainer))
 
     @rank_zero_only
     def _write_report(self, trainer: pl.Trainer, stage: str, run_dir: Path) -> Path | None:
