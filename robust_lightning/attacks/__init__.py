@@ -2,6 +2,7 @@
 and textual backdoor poisoners."""
 
 from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
+from robust_lightning.attacks.autoattack import AutoAttack, AutoAttackResult
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.constrained import (
     ConstrainedPGD,
@@ -16,6 +17,7 @@ from robust_lightning.attacks.detection import (
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.external import ExternalAttack
 from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (
     POISONERS,
@@ -37,9 +39,12 @@ __all__ = [
     "AddSentPoisoner",
     "Attack",
     "AttackEngine",
+    "AutoAttack",
+    "AutoAttackResult",
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "ExternalAttack",
     "FlowConstraints",
     "Square",
     "StyleTemplatePoisoner",
