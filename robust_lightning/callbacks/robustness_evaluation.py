@@ -455,11 +455,11 @@ class RobustnessEvaluation(Callback):
 
         Columns: ``attack, norm, eps, accuracy``, then ``success_rate`` (fooled among the
         samples correct on the clean input) and the mean/median L-inf and L2 norms of the
-        perturbations that succeeded (empty where nothing succeeded).
+        perturbations that succeeded (``None``, an empty CSV cell, where nothing succeeded).
         """
         results = self.last_results.get(stage, {})
         details = self.last_details.get(stage, {})
-        empty = {field: "" for field in REPORT_FIELDS[4:]}
+        empty = {field: None for field in REPORT_FIELDS[4:]}
         rows = ([{"attack": CLEAN, "norm": "", "eps": 0.0, "accuracy": results[CLEAN], **empty}]
                 if CLEAN in results else [])
         for attack in self.attacks:
@@ -626,10 +626,10 @@ _DASHES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: NaN (nothing succeeded) and missing values are left empty."""
+    """A table cell: NaN (nothing succeeded) becomes ``None`` (an empty CSV cell, a W&B null)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value
+        return None
+    return float(value)
 
 
 def _class_accuracy(correct: Tensor, target: Tensor, label: int) -> tuple[int, float]:
