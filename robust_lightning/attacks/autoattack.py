@@ -95,7 +95,8 @@ def _default_fab_factory(**options: object) -> Attack:
             f"which could not be imported ({error}); pass fab_factory=... or members=[...]"
         ) from error
     accepted = inspect.signature(FAB).parameters
-    # FAB's option names follow our other attacks (steps, n_restarts, n_target_classes).
+    if "steps" in options and "steps" not in accepted and "n_iter" in accepted:
+        options["n_iter"] = options.pop("steps")
     return FAB(**{k: v for k, v in options.items() if k in accepted})
 
 

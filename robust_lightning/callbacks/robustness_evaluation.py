@@ -49,11 +49,12 @@ from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.external import ExternalAttack, _is_art, _is_torchattacks
 from robust_lightning.callbacks._common import (
     RankGenerator,
+    _logits,
     grad_enabled_batch,
     precision_context,
     run_attack,
 )
-from robust_lightning.protocol import index_batch, protocol_method, split_batch
+from robust_lightning.protocol import check_class_targets, index_batch, logits_of, protocol_method, split_batch
 
 __all__ = ["SANITY_CHECKS", "RobustnessEvaluation"]
 
@@ -218,6 +219,7 @@ class RobustnessEvaluation(Callback):
         # correctness and the perturbation norms (medians need every sample, across ranks too).
         records = ["clean_correct", "target"]
         records += [f"{field}/{a.name}" for a in self.attacks for field in ("correct", "linf", "l2")]
+        records += [f"minimal/{a.name}" for a in self.attacks if _is_minimal_norm(a)]
         # States made under Lightning's inference_mode could not be updated by the attack
         # code, which runs outside it; build them as ordinary tensors.
         with torch.inference_mode(False):
@@ -244,24 +246,52 @@ class RobustnessEvaluation(Callback):
         return None
 
     def _attack_batch(self, attack: Attack, pl_module: pl.LightningModule, batch: Any, inputs: Tensor,
-                      clean_correct: Tensor, generator: torch.Generator) -> Tensor:
-        """Adversarial inputs for the batch; with ``early_exit`` only correct samples are attacked."""
+                      clean_correct: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Adversarial inputs for the batch and, for minimal-norm attacks, each sample's norm.
+
+        With ``early_exit`` only the samples correct on the clean input are attacked (the others
+        keep their clean input and a minimal norm of 0).
+        """
+        everyone = self._minimal_norm_run if hasattr(attack, "minimize") else self._plain_run
         if not self.early_exit or bool(clean_correct.all()):
-            inputs_adv = run_attack(attack, pl_module, batch, inputs, generator, self.engine)
+            inputs_adv, norms = everyone(attack, pl_module, batch, inputs, generator)
         else:
             inputs_adv = inputs.detach().clone()
+            norms = torch.zeros(inputs.shape[0], device=inputs.device) if hasattr(attack, "minimize") else None
             index = clean_correct.nonzero().squeeze(1)
             if index.numel():
                 sub_batch = index_batch(batch, index, inputs.shape[0])
-                inputs_adv[index] = run_attack(attack, pl_module, sub_batch, inputs[index], generator,
-                                               self.engine).to(inputs_adv.dtype)
+                sub_adv, sub_norms = everyone(attack, pl_module, sub_batch, inputs[index], generator)
+                inputs_adv[index] = sub_adv.to(inputs_adv.dtype)
+                if norms is not None and sub_norms is not None:
+                    norms[index] = sub_norms.to(norms.dtype)
         if _is_minimal_norm(attack):
             # A minimal-norm attack may return its point beyond eps: it does not count at eps.
             outside = ~perturbation_within_budget(inputs_adv, inputs, attack.eps, attack.norm)
             if bool(outside.any()):
                 inputs_adv = inputs_adv.clone()
                 inputs_adv[outside] = inputs[outside].to(inputs_adv.dtype)
-        return inputs_adv
+        return inputs_adv, norms
+
+    def _plain_run(self, attack: Attack, pl_module: pl.LightningModule, batch: Any, inputs: Tensor,
+                   generator: torch.Generator) -> tuple[Tensor, None]:
+        return run_attack(attack, pl_module, batch, inputs, generator, self.engine), None
+
+    def _minimal_norm_run(self, attack: Attack, pl_module: pl.LightningModule, batch: Any, inputs: Tensor,
+                          generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """FAB-style attacks: one full minimisation gives both the point at eps and the norm."""
+        target = split_batch(batch)[1]
+        check_class_targets(inputs, target)
+        if self.engine.active:
+            self.engine.prepare_module(pl_module)
+            inputs = self.engine.prepare_inputs(inputs)
+            logits = self.engine.wrap(("logits", id(pl_module)), _logits, pl_module)
+        else:
+            def logits(x: Tensor) -> Tensor:
+                return logits_of(pl_module, x, None)
+        result = attack.minimize(logits, inputs, target, generator=generator)
+        within = (result.norms <= attack.eps).view(-1, *([1] * (inputs.dim() - 1)))
+        return torch.where(within, result.x_adv, inputs.detach()), result.norms
 
     def _evaluate_batch(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -285,7 +315,8 @@ class RobustnessEvaluation(Callback):
                     self._check_randomness_and_gradients(pl_module, loss_fn, inputs, batch, clean_correct)
                 survived: dict[str, Tensor] = {}
                 for attack in self.attacks:
-                    inputs_adv = self._attack_batch(attack, pl_module, batch, inputs, clean_correct, generator)
+                    inputs_adv, norms = self._attack_batch(attack, pl_module, batch, inputs, clean_correct,
+                                                           generator)
                     correct = correct_fn(inputs_adv, batch)
                     survived[attack.name] = correct
                     self._metrics[attack.name].update(correct.float())
@@ -293,6 +324,13 @@ class RobustnessEvaluation(Callback):
                     self._records[f"correct/{attack.name}"].update(correct.float())
                     self._records[f"linf/{attack.name}"].update(delta.abs().amax(dim=1))
                     self._records[f"l2/{attack.name}"].update(delta.norm(dim=1))
+                    if f"minimal/{attack.name}" in self._records:
+                        if norms is None:  # a minimal-norm attack without minimize(): its output
+                            norms = delta.abs().amax(dim=1) if attack.norm == "linf" else delta.norm(dim=1)
+                            norms = torch.where(correct, torch.full_like(norms, math.inf), norms)
+                        # 0 where the clean input is already wrong, as FAB reports it.
+                        norms = torch.where(clean_correct, norms.float(), torch.zeros_like(norms.float()))
+                        self._records[f"minimal/{attack.name}"].update(norms)
                     if getattr(attack, "is_ensemble", False) and attack.last_result is not None:
                         for member, count in attack.last_result.robust_after.items():
                             self._counters[f"ensemble/{attack.name}/{member}"].update(float(count))
@@ -386,13 +424,15 @@ class RobustnessEvaluation(Callback):
                 chosen = sizes[success]
                 entry[f"{label}_mean"] = float(chosen.mean()) if chosen.numel() else math.nan
                 entry[f"{label}_median"] = float(chosen.median()) if chosen.numel() else math.nan
-            if _is_minimal_norm(attack):
-                radius = (linf if attack.norm == "linf" else l2)
-                grid = torch.linspace(0.0, float(attack.eps), 41)
-                # Robust at radius r: correct clean and no adversarial point within r was found.
-                entry["radius_curve"] = [
-                    (float(r), float((clean & ~(success & (radius <= r * (1 + 1e-4) + 1e-6))).float().mean()))
-                    for r in grid]
+            minimal = records.get(f"minimal/{attack.name}")
+            if minimal is not None and minimal.numel() == clean.numel():
+                # Robust at radius r: no adversarial point of norm <= r was found (1 - CDF of the
+                # minimal norms; misclassified samples have norm 0), over the evaluated radii.
+                top = max([float(attack.eps)] + [float(a.eps) for a in self.attacks if a.norm == attack.norm])
+                grid = torch.linspace(0.0, top, 41)
+                norms = minimal.reshape(-1).double()
+                entry["radius_curve"] = [(float(r), float((norms > float(r) * (1 + 1e-4) + 1e-6).double().mean()))
+                                         for r in grid]
             if getattr(attack, "is_ensemble", False):
                 total = float(clean.numel())
                 members = self._ensemble_members(attack)
@@ -639,8 +679,8 @@ def _class_accuracy(correct: Tensor, target: Tensor, label: int) -> tuple[int, f
 
 
 def _is_minimal_norm(attack: Attack) -> bool:
-    """Attacks that return the smallest adversarial perturbation they find (FAB)."""
-    return bool(getattr(attack, "minimal_norm", type(attack).__name__ == "FAB"))
+    """Attacks that find each sample's smallest adversarial perturbation (FAB's ``minimize``)."""
+    return hasattr(attack, "minimize") or bool(getattr(attack, "minimal_norm", False))
 
 
 def _is_gradient_attack(attack: Attack) -> bool:

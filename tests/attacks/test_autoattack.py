@@ -173,8 +173,15 @@ def test_apgd_eot_averages_several_gradient_passes(model_and_batch):
 
 
 # -- cross-checks: ours vs our APGD-CE and vs torchattacks ---------------------------------------------------
-def _reduced_autoattack(eps: float, **kwargs) -> AutoAttack:
-    return AutoAttack(eps=eps, steps=20, n_queries=300, **kwargs)
+_OURS: dict[tuple[str, float], float] = {}
+
+
+def _our_autoattack_accuracy(model, x, y, norm: str, eps: float) -> float:
+    """Our AutoAttack-standard with reduced settings (20 steps, 300 queries), run once per budget."""
+    if (norm, eps) not in _OURS:
+        _, robust = AutoAttack(eps=eps, norm=norm, steps=20, n_queries=300)(model, x, y)
+        _OURS[(norm, eps)] = robust.float().mean().item()
+    return _OURS[(norm, eps)]
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.06), ("l2", 0.8)])
@@ -182,9 +189,9 @@ def test_autoattack_is_at_most_our_apgd_ce(model_and_batch, norm, eps):
     if not HAS_FAB:
         pytest.skip("robust_lightning.attacks.fab is not in this tree yet")
     model, x, y = model_and_batch
-    _, robust = _reduced_autoattack(eps, norm=norm)(model, x, y)
+    ours = _our_autoattack_accuracy(model, x, y, norm, eps)
     apgd_adv = APGD(eps=eps, norm=norm, steps=20).perturb_logits(model, x, y, generator=torch.Generator().manual_seed(0))
-    assert robust.float().mean().item() <= _accuracy(model, apgd_adv, y) + 1e-9
+    assert ours <= _accuracy(model, apgd_adv, y) + 1e-9
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.06), ("l2", 0.8)])
@@ -193,7 +200,7 @@ def test_autoattack_is_at_most_torchattacks_autoattack_plus_0_02(model_and_batch
     if not HAS_FAB:
         pytest.skip("robust_lightning.attacks.fab is not in this tree yet")
     model, x, y = model_and_batch
-    _, robust = _reduced_autoattack(eps, norm=norm)(model, x, y)
+    ours = _our_autoattack_accuracy(model, x, y, norm, eps)
     reference = torchattacks.AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps,
                                         version="standard", n_classes=10, seed=0)
     # The same reduced settings on both sides (torchattacks' own default is 10 steps).
@@ -203,4 +210,4 @@ def test_autoattack_is_at_most_torchattacks_autoattack_plus_0_02(model_and_batch
         if hasattr(member, "n_queries"):
             member.n_queries = 300
     reference_acc = _accuracy(model, reference(x, y), y)
-    assert robust.float().mean().item() <= reference_acc + 0.02
+    assert ours <= reference_acc + 0.02

@@ -274,3 +274,20 @@ def test_external_attack_rejects_what_it_cannot_run():
     with pytest.raises(InvalidArgumentError, match="eps"):
         ExternalAttack(NoEps())
     assert ExternalAttack(NoEps(), eps=0.1, norm="l2").name == "art-noeps_l2_eps0.1"
+
+
+def test_fab_in_the_report_gives_the_minimal_norm_curve_consistent_with_its_accuracy(helpers):
+    from robust_lightning.attacks.fab import FAB
+
+    x, y = helpers.make_data(n=24)
+    callback = RobustnessEvaluation([PGD(alpha=0.05, steps=5), FAB(n_iter=10)], eps=[0.05, 0.1])
+    trainer = helpers.make_trainer([callback], logger=CSVLogger(helpers.tmp_path, name="fab"))
+    trainer.test(helpers.PlainClassifier(), helpers.make_loader(x, y))
+    logged = metrics(trainer)
+    rows = callback.radius_rows("test")
+    for eps in (0.05, 0.1):
+        curve = {round(r["radius"], 6): r["accuracy"] for r in rows if r["eps"] == eps}
+        # The minimal-norm curve at the attack's own radius is its fixed-eps robust accuracy.
+        assert curve[round(eps, 6)] == pytest.approx(logged[f"test/robust_acc/fab_linf_eps{eps:g}"])
+        assert curve[0.0] == pytest.approx(logged["test/robust_acc/clean"])
+    assert (helpers.tmp_path / "fab" / "version_0" / "robustness_test_radius.csv").is_file()
