@@ -258,6 +258,7 @@ def test_flags_and_report_reach_weights_and_biases(helpers, monkeypatch):
         logger.experiment.finish()
     assert summary["test/sanity_flags/acc_rises_with_eps"] is True
     assert "test/robustness_table" in summary and "test/robustness_plot" in summary
+    assert "test/robustness_per_class" in summary
 
 
 def test_logit_attacks_run_through_the_callback_on_sub_batches(helpers):
