@@ -315,6 +315,7 @@ class RobustnessEvaluation(Callback):
                     self._check_randomness_and_gradients(pl_module, loss_fn, inputs, batch, clean_correct)
                 survived: dict[str, Tensor] = {}
                 for attack in self.attacks:
+                    previous = getattr(attack, "last_result", None)
                     inputs_adv, norms = self._attack_batch(attack, pl_module, batch, inputs, clean_correct,
                                                            generator)
                     correct = correct_fn(inputs_adv, batch)
@@ -331,8 +332,10 @@ class RobustnessEvaluation(Callback):
                         # 0 where the clean input is already wrong, as FAB reports it.
                         norms = torch.where(clean_correct, norms.float(), torch.zeros_like(norms.float()))
                         self._records[f"minimal/{attack.name}"].update(norms)
-                    if getattr(attack, "is_ensemble", False) and attack.last_result is not None:
-                        for member, count in attack.last_result.robust_after.items():
+                    # Only a run on this batch (early exit skips a batch with nothing correct).
+                    result = getattr(attack, "last_result", None)
+                    if getattr(attack, "is_ensemble", False) and result is not None and result is not previous:
+                        for member, count in result.robust_after.items():
                             self._counters[f"ensemble/{attack.name}/{member}"].update(float(count))
                     if self.sanity_checks and getattr(attack, "white_box", True):
                         with torch.no_grad():

@@ -291,3 +291,15 @@ def test_fab_in_the_report_gives_the_minimal_norm_curve_consistent_with_its_accu
         assert curve[round(eps, 6)] == pytest.approx(logged[f"test/robust_acc/fab_linf_eps{eps:g}"])
         assert curve[0.0] == pytest.approx(logged["test/robust_acc/clean"])
     assert (helpers.tmp_path / "fab" / "version_0" / "robustness_test_radius.csv").is_file()
+
+
+def test_autoattack_running_counts_skip_batches_it_did_not_attack(helpers):
+    x, y = helpers.make_data(n=16)
+    y = y.clone()
+    y[8:] = (y[8:] + 1) % helpers.CLASSES  # the second batch is all wrong: early exit skips it
+    attack = AutoAttack(eps=0.1, members=[("apgd-ce", APGD(eps=0.1, steps=3))])
+    callback = RobustnessEvaluation([attack])
+    logged, _ = _validate(helpers, callback, x, y)
+    running = callback.last_details["val"][attack.name]["running_accuracy"]
+    assert running["clean"] == pytest.approx(logged["val/robust_acc/clean"]) == pytest.approx(0.5)
+    assert running["apgd-ce"] == pytest.approx(logged[f"val/robust_acc/{attack.name}"])
