@@ -38,10 +38,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.nup_digits import _data, _test_tensors, train  # noqa: E402
-from robust_lightning.attacks import APGD, PGD, Square  # noqa: E402
-from robust_lightning.callbacks import RobustnessEvaluation  # noqa: E402
-from robust_lightning.callbacks.robustness_evaluation import SQUARE_MARGIN  # noqa: E402
+from benchmarks.nup_digits import _data, _test_tensors, train
+from robust_lightning.attacks import APGD, PGD, Square
+from robust_lightning.callbacks import RobustnessEvaluation
+from robust_lightning.callbacks.robustness_evaluation import SQUARE_MARGIN
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -45,11 +45,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_lightning.attacks import APGD, PGD, AutoAttack  # noqa: E402
-from robust_lightning.callbacks import RobustnessEvaluation  # noqa: E402
-from robust_lightning.datamodules import DigitsDataModule  # noqa: E402
-from robust_lightning.lightning_modules.classifier import RobustClassifier  # noqa: E402
-from robust_lightning.nn import SmallCNN  # noqa: E402
+from robust_lightning.attacks import APGD, PGD, AutoAttack
+from robust_lightning.callbacks import RobustnessEvaluation
+from robust_lightning.datamodules import DigitsDataModule
+from robust_lightning.lightning_modules.classifier import RobustClassifier
+from robust_lightning.nn import SmallCNN
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 250

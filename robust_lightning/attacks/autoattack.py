@@ -196,7 +196,7 @@ class AutoAttack(Attack):
         """``[(name, attack), ...]`` in the order they run, built for this radius."""
         if self._members is not None:
             return list(self._members)
-        common = dict(eps=self.eps, norm=self.norm, bounds=self.bounds, steps=self.steps)
+        common = {"eps": self.eps, "norm": self.norm, "bounds": self.bounds, "steps": self.steps}
 
         def apgd(loss: str, n_restarts: int, eot_samples: int = 1) -> APGD:
             return APGD(loss=loss, n_restarts=n_restarts, n_target_classes=self.n_target_classes,

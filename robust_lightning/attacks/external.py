@@ -39,7 +39,7 @@ from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, Norm
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["ExternalAttack"]
+__all__ = ["ExternalAttack", "is_art_attack", "is_torchattacks_attack"]
 
 LogitsFn = Callable[[Tensor], Tensor]
 
@@ -57,11 +57,11 @@ class _LogitsModule(nn.Module):
         return self.logits_fn(x)
 
 
-def _is_torchattacks(attack: Any) -> bool:
+def is_torchattacks_attack(attack: Any) -> bool:
     return callable(attack) and hasattr(attack, "set_model") and hasattr(attack, "model")
 
 
-def _is_art(attack: Any) -> bool:
+def is_art_attack(attack: Any) -> bool:
     return callable(getattr(attack, "generate", None))
 
 
@@ -73,12 +73,12 @@ def _torchattacks_members(attack: Any) -> list[Any]:
         if id(item) in seen:
             continue
         seen.add(id(item))
-        if _is_torchattacks(item):
+        if is_torchattacks_attack(item):
             found.append(item)
             for value in vars(item).values():
                 if isinstance(value, (list, tuple)):
-                    stack.extend(v for v in value if _is_torchattacks(v))
-                elif _is_torchattacks(value):
+                    stack.extend(v for v in value if is_torchattacks_attack(v))
+                elif is_torchattacks_attack(value):
                     stack.append(value)
     return found
 
@@ -114,9 +114,9 @@ class ExternalAttack(Attack):
 
     def __init__(self, attack: Any, eps: float | str | None = None, norm: Norm | None = None,
                  bounds: Bounds = (0.0, 1.0), name: str | None = None) -> None:
-        if _is_torchattacks(attack):
+        if is_torchattacks_attack(attack):
             self.library = "torchattacks"
-        elif _is_art(attack):
+        elif is_art_attack(attack):
             self.library = "art"
         else:
             raise InvalidArgumentTypeError(

@@ -46,7 +46,11 @@ from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, parse_budget
 from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
 from robust_lightning.attacks.ensemble import worst_case_robustness
-from robust_lightning.attacks.external import ExternalAttack, _is_art, _is_torchattacks
+from robust_lightning.attacks.external import (
+    ExternalAttack,
+    is_art_attack,
+    is_torchattacks_attack,
+)
 from robust_lightning.callbacks._common import (
     RankGenerator,
     _logits,
@@ -54,7 +58,13 @@ from robust_lightning.callbacks._common import (
     precision_context,
     run_attack,
 )
-from robust_lightning.protocol import check_class_targets, index_batch, logits_of, protocol_method, split_batch
+from robust_lightning.protocol import (
+    check_class_targets,
+    index_batch,
+    logits_of,
+    protocol_method,
+    split_batch,
+)
 
 __all__ = ["SANITY_CHECKS", "RobustnessEvaluation"]
 
@@ -141,12 +151,12 @@ class RobustnessEvaluation(Callback):
         attack_precision: AttackPrecision = None,
         early_exit: bool = True,
     ) -> None:
-        single = isinstance(attacks, Attack) or _is_torchattacks(attacks) or _is_art(attacks)
+        single = isinstance(attacks, Attack) or is_torchattacks_attack(attacks) or is_art_attack(attacks)
         attacks = [attacks] if single else list(attacks)
         if not attacks:
             raise ValueError("attacks must name at least one attack, e.g. [PGD(eps='8/255')]")
-        attacks = [ExternalAttack(a) if not isinstance(a, Attack) and (_is_torchattacks(a) or _is_art(a)) else a
-                   for a in attacks]
+        attacks = [a if isinstance(a, Attack) or not (is_torchattacks_attack(a) or is_art_attack(a))
+                   else ExternalAttack(a) for a in attacks]
         for attack in attacks:
             if not isinstance(attack, Attack):
                 raise TypeError(f"attacks must be Attack instances (or torchattacks/ART attacks), got "

@@ -50,8 +50,8 @@ def test_standard_version_has_the_reference_members_and_settings():
     apgd_ce, apgd_t, fab_t, square = (a for _, a in members)
     assert (apgd_ce.loss, apgd_ce.steps, apgd_ce.n_restarts) == ("ce", 100, 1)
     assert (apgd_t.loss, apgd_t.steps, apgd_t.n_restarts, apgd_t.n_target_classes) == ("dlr_targeted", 100, 1, 9)
-    assert fab_t.options == dict(targeted=True, n_restarts=1, n_target_classes=9, eps=8 / 255, norm="linf",
-                                 bounds=(0.0, 1.0), steps=100)
+    assert fab_t.options == {"targeted": True, "n_restarts": 1, "n_target_classes": 9, "eps": 8 / 255,
+                             "norm": "linf", "bounds": (0.0, 1.0), "steps": 100}
     assert isinstance(square, Square) and (square.n_queries, square.p_init, square.n_restarts) == (5000, 0.8, 1)
     assert attack.name == "autoattack_linf_eps8"
 
@@ -145,7 +145,7 @@ def test_apgd_early_stop_returns_the_same_points_with_fewer_passes(model_and_bat
     for early_stop in (True, False):
         seen = []
 
-        def logits(points):
+        def logits(points, seen=seen):
             seen.append(points.shape[0])
             return model(points)
 
