@@ -209,11 +209,13 @@ def _boundary_hyperplanes(logits_fn: LogitsFn, x: Tensor, target: Tensor, target
         others = target_class[:, None]
     with torch.enable_grad():
         diff = logits.gather(1, others) - true_logit
-    grads = []
-    for column in range(others.shape[1]):
-        (grad,) = torch.autograd.grad(diff[:, column].sum(), point, retain_graph=column < others.shape[1] - 1)
-        grads.append(grad.flatten(1).to(x.dtype))
-    return diff.detach().to(x.dtype), torch.stack(grads, dim=1)
+    n_planes = others.shape[1]
+    grads = torch.empty(x.shape[0], n_planes, x[0].numel(), device=x.device, dtype=x.dtype)
+    for column in range(n_planes):
+        # Samples are independent (eval mode), so the gradient of the batch sum is per sample.
+        (grad,) = torch.autograd.grad(diff[:, column].sum(), point, retain_graph=column < n_planes - 1)
+        grads[:, column] = grad.flatten(1)
+    return diff.detach().to(x.dtype), grads
 
 
 def _random_start(x: Tensor, eps: float, norm: str, lo: float, hi: float,
