@@ -84,7 +84,7 @@ SANITY_CHECKS: dict[str, str] = {
     "loss_not_increasing": "the attack ended at a lower loss than the clean input on average "
                            "(the attack is not ascending the loss)",
     "randomized_outputs": "the model gives different outputs for the same input twice in eval "
-                          "mode (randomised defence: use EOT attacks)",
+                          "mode (randomised defence: use EOT attacks, e.g. AutoAttack(version='rand'))",
     "square_below_gradient": "the score-based Square attack lowers robust accuracy below every "
                              "gradient attack at the same budget (by more than "
                              f"{SQUARE_MARGIN:.0%}, or more than {AUTOATTACK_SQUARE_MARGIN:.1%} "

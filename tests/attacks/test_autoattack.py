@@ -211,3 +211,16 @@ def test_autoattack_is_at_most_torchattacks_autoattack_plus_0_02(model_and_batch
             member.n_queries = 300
     reference_acc = _accuracy(model, reference(x, y), y)
     assert ours <= reference_acc + 0.02
+
+
+def test_evaluate_reduces_counts_over_a_process_group(model_and_batch, tmp_path):
+    """One-rank gloo group: the sharding and all_reduce path gives the undistributed numbers."""
+    model, x, y = model_and_batch
+    attack = AutoAttack(eps=0.05, members=[("apgd-ce", APGD(eps=0.05, steps=3, random_start=False))])
+    alone = attack.evaluate(model, x[:40], y[:40], batch_size=16)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        grouped = attack.evaluate(model, x[:40], y[:40], batch_size=16)
+    finally:
+        torch.distributed.destroy_process_group()
+    assert grouped == alone
