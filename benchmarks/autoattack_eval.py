@@ -144,7 +144,7 @@ def main() -> None:
 
     def write() -> dict[str, Any]:
         """The JSON so far (written after every measurement, so a cut-off run keeps its pairs)."""
-        ratios = [o / t for o, t in zip(ours_s, theirs_s)]
+        ratios = [o / t for o, t in zip(ours_s, theirs_s, strict=False)]
         payload = {
             "command": "python benchmarks/autoattack_eval.py " + " ".join(sys.argv[1:]),
             "settings": {"samples": len(y), "eps": args.eps, "norm": "linf", "batch_size": BATCH,

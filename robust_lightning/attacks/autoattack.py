@@ -303,6 +303,6 @@ class AutoAttack(Attack):
         if distributed:
             torch.distributed.all_reduce(counts)
         total = max(float(counts[-1]), 1.0)
-        fractions = {n: float(c) / total for n, c in zip(names, counts[:-1])}
+        fractions = {n: float(c) / total for n, c in zip(names, counts[:-1], strict=False)}
         fractions["robust_accuracy"] = fractions[names[-1]]
         return fractions

@@ -58,10 +58,12 @@ class _LogitsModule(nn.Module):
 
 
 def is_torchattacks_attack(attack: Any) -> bool:
+    """Whether ``attack`` looks like a torchattacks attack (callable, with ``set_model`` and ``model``)."""
     return callable(attack) and hasattr(attack, "set_model") and hasattr(attack, "model")
 
 
 def is_art_attack(attack: Any) -> bool:
+    """Whether ``attack`` looks like an ART evasion attack (a callable ``generate``)."""
     return callable(getattr(attack, "generate", None))
 
 

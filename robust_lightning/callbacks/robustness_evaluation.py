@@ -466,7 +466,7 @@ class RobustnessEvaluation(Callback):
             for base in self.base_attacks:
                 accuracies = [results.get(base.with_eps(r).name) for r in sorted(self.eps)]
                 accuracies = [a for a in accuracies if a is not None]
-                if any(later > earlier + _ACC_TOLERANCE for earlier, later in zip(accuracies, accuracies[1:])):
+                if any(later > earlier + _ACC_TOLERANCE for earlier, later in zip(accuracies, accuracies[1:], strict=False)):
                     flags["acc_rises_with_eps"] = True
         for attack in self.attacks:
             clean_loss = counters.get(f"loss_clean/{attack.name}")

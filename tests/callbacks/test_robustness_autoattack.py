@@ -153,7 +153,7 @@ def test_report_has_success_rates_norms_per_class_and_the_radius_curve(helpers):
         curve = [(float(r["radius"]), float(r["accuracy"])) for r in csv.DictReader(handle)]
     values = [a for _, a in curve]
     assert curve[0] == (0.0, pytest.approx(clean))
-    assert all(b <= a + 1e-9 for a, b in zip(values, values[1:]))
+    assert all(b <= a + 1e-9 for a, b in zip(values, values[1:], strict=False))
     assert values[-1] == pytest.approx(logged["test/robust_acc/minpgd_linf_eps0.3"])
     assert values[-1] < values[0]
     assert (run_dir / "robustness_test.png").read_bytes()[:4] == b"\x89PNG"

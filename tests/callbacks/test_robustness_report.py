@@ -80,7 +80,7 @@ def test_sweep_logs_every_radius_and_accuracy_falls_with_eps(helpers):
     logged = metrics(trainer)
     accuracies = [logged[f"val/robust_acc/{PGD(eps=e, alpha=0.03, steps=10).name}"] for e in EPS]
     assert accuracies[0] == pytest.approx(logged["val/robust_acc/clean"])
-    assert all(b <= a + 1e-6 for a, b in zip(accuracies, accuracies[1:])), accuracies
+    assert all(b <= a + 1e-6 for a, b in zip(accuracies, accuracies[1:], strict=False)), accuracies
     assert accuracies[-1] < accuracies[0]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from benchmarks.experiments.badllm_tg import TINY_GPT2
 from robust_lightning.datamodules.text import (
     build_word_tokenizer,
     generate_sentiment_corpus,
@@ -19,7 +20,6 @@ from robust_lightning.lightning_modules.badllm_tg.model import (
     build_hf_model,
     trigger_reward,
 )
-from benchmarks.experiments.badllm_tg import TINY_GPT2
 
 CORPUS = [t for t, _ in generate_sentiment_corpus(60, seed=0)]
 TOKENIZER = build_word_tokenizer([*CORPUS, "cf"])
