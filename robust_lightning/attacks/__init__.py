@@ -15,6 +15,7 @@ from robust_lightning.attacks.detection import (
     split_detection_losses,
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
+from robust_lightning.attacks.fast import EarlyStoppedPGD, gradient_alignment_penalty
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (
@@ -40,6 +41,7 @@ __all__ = [
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "EarlyStoppedPGD",
     "FlowConstraints",
     "Square",
     "StyleTemplatePoisoner",
@@ -53,6 +55,7 @@ __all__ = [
     "dlr_loss",
     "eps_tag",
     "fgsm",
+    "gradient_alignment_penalty",
     "load_surrogate",
     "parse_budget",
     "pgd",
