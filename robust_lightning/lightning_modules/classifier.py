@@ -141,9 +141,9 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         self.grad_align_lambda = float(grad_align_lambda)
         self.fat_tau = fat_tau
         self.training_attack = self._build_training_attack(recipe, self.eps, alpha, steps, norm)
-        if isinstance(self.training_attack, EarlyStoppedPGD):
-            self.training_attack.omega = float(fat_omega)
-            self.training_attack.tau = 0 if fat_tau == "dynamic" else int(fat_tau)
+        if recipe == "fat":
+            self.training_attack = EarlyStoppedPGD(eps=self.eps, alpha=alpha, steps=steps, omega=fat_omega,
+                                                   tau=0 if fat_tau == "dynamic" else fat_tau)
         # GradAlign's FGSM step: their fgsm_alpha = 1.25 eps, clipped to the ball.
         self.grad_align_alpha = 1.25 * self.eps if alpha is None else parse_budget(alpha, "alpha")
         self._free_perturbation = FreeATPerturbation()
@@ -170,8 +170,6 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
             return FGSM(eps=eps, random_start=True, alpha=step, norm=norm)
         if recipe == "n_fgsm":
             return NFGSM(eps=eps, alpha=step)
-        if recipe == "fat":
-            return EarlyStoppedPGD(eps=eps, alpha=step, steps=steps)
         if recipe == "trades":
             return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm,
                        random_start=TRADES_START_STD, name="trades_kl")
