@@ -54,6 +54,7 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from robust_lightning import APGD, PGD, AdversarialTraining, RobustClassifier, SmallCNN  # noqa: E402
 from robust_lightning.attacks.core import attack_mode  # noqa: E402
@@ -231,14 +232,19 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                 callback = AdversarialTraining(PGD(eps=EPS, alpha=alpha, steps=steps), seed=seed, **options)
                 if options.get("compile"):
                     callback.engine.compile_mode = compile_mode
+                    callback.engine.compile_backend = args.compile_backend
                 callbacks[name] = [callback, timers[name]]
         names = list(VARIANTS_A)
         for epoch in range(args.epochs_a):
             order = names[epoch % len(names):] + names[:epoch % len(names)]
             for name in order:
-                pl.seed_everything(seed * 1000 + epoch, verbose=False)  # same batch order for all
+                pl.seed_everything(seed * 1000 + epoch, verbose=False)
+                # Same batches in the same order for every variant; a new order each epoch. Full
+                # batches only, so the compiled variants see one input shape.
+                loader = DataLoader(data.train_dataset, batch_size=args.batch_a, shuffle=True, drop_last=True,
+                                    generator=torch.Generator().manual_seed(seed * 1000 + epoch))
                 trainer = _trainer(device, callbacks[name], 1, args.tmp)
-                trainer.fit(modules[name], train_dataloaders=data.train_dataloader())
+                trainer.fit(modules[name], train_dataloaders=loader)
             print(f"(a) seed {seed} epoch {epoch}: " + ", ".join(
                 f"{n} {timers[n].times[-1]:.2f}s" for n in names), flush=True)
         x_test, y_test = _test_tensors(data)
@@ -278,7 +284,8 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                   "model": f"Normalize + SmallCNN(width={args.width_a}, hidden={args.hidden_a}) (BatchNorm)",
                   "batch": args.batch_a, "attack": f"PGD-10, eps {EPS}, alpha {alpha}, random start",
                   "optimizer": f"AdamW lr {args.lr}", "epochs": args.epochs_a, "seeds": args.seeds_a,
-                  "compile_mode": compile_mode, "compile_backend": "inductor",
+                  "compile_mode": compile_mode, "compile_backend": args.compile_backend,
+                  "last_partial_batch": "dropped",
                   "evaluation": "test split; per-sample worst case of PGD-10 (alpha eps/4) and APGD-CE (20 steps)"},
         "per_seed": per_seed,
         "summary": summary,
@@ -362,6 +369,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode of the compiled variants; default: reduce-overhead "
                              "on CUDA (CUDA graphs), the default mode on CPU ('default' forces it)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the compiled variants (aot_eager: smoke tests)")
     parser.add_argument("--seeds-a", type=int, default=2)
     parser.add_argument("--epochs-a", type=int, default=4)
     parser.add_argument("--batch-a", type=int, default=128)

@@ -140,9 +140,9 @@ def test_real_fit_with_every_option_compiles_in_epoch_one_only(tmp_path):
     Backend: dynamo's "aot_eager" (dynamo tracing plus AOTAutograd's forward/backward graphs,
     the same capture and guards as inductor, without generating C++ kernels). Guards, hence
     recompiles, are decided before the backend runs, so counting with aot_eager counts what
-    inductor would compile; inductor itself is exercised by benchmarks/adversarial_training.py
-    (a CPU inductor compile of this model costs tens of seconds on a loaded 2-core machine,
-    too slow for a unit test).
+    inductor would compile; inductor itself runs in benchmarks/adversarial_training.py. Why not
+    inductor here: its first compile of this attack loss (C++ code generation and compilation)
+    took 197 s on the shared 2-core CPU this was written on, far too slow for a unit test.
     """
     import lightning.pytorch as pl
 
