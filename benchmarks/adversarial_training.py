@@ -71,6 +71,8 @@ VARIANTS_A: dict[str, dict[str, Any]] = {
     "ours_bf16": {"attack_precision": "bf16"},
     "ours_fast": {"compile": True, "channels_last": True, "attack_precision": "bf16"},
 }
+MARKERS = {"standard": "x", "pgd_at": "s", "fgsm_rs": "^", "n_fgsm": "v", "grad_align": "D",
+           "free_at": "P", "fat": "o"}
 RECIPES_B = ("standard", "pgd_at", "fgsm_rs", "n_fgsm", "grad_align", "free_at", "fat")
 # configs/classifier/digits_*.yaml: the recipe-specific arguments.
 RECIPE_ARGS: dict[str, dict[str, Any]] = {
@@ -168,9 +170,11 @@ class TorchattacksModule(_PersistentOptimizer):
         return F.cross_entropy(self(x_adv), y)
 
 
-def _trainer(device: torch.device, callbacks: list[pl.Callback], max_epochs: int, root: Path) -> pl.Trainer:
+def _trainer(device: torch.device, callbacks: list[pl.Callback], max_epochs: int, root: Path,
+             limit_batches: int | None = None) -> pl.Trainer:
     return pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                       max_epochs=max_epochs, limit_val_batches=0, num_sanity_val_steps=0,
+                      limit_train_batches=limit_batches,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=root, callbacks=callbacks)
 
@@ -221,7 +225,7 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         modules: dict[str, pl.LightningModule] = {}
         callbacks: dict[str, list[pl.Callback]] = {}
         timers: dict[str, EpochTimer] = {}
-        for name, options in VARIANTS_A.items():
+        for name, options in ((n, VARIANTS_A[n]) for n in args.variants):
             model = _backbone(seed, args.width_a, args.hidden_a).to(device)
             timers[name] = EpochTimer(device)
             if name == "torchattacks_by_hand":
@@ -234,7 +238,7 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                     callback.engine.compile_mode = compile_mode
                     callback.engine.compile_backend = args.compile_backend
                 callbacks[name] = [callback, timers[name]]
-        names = list(VARIANTS_A)
+        names = list(args.variants)
         for epoch in range(args.epochs_a):
             order = names[epoch % len(names):] + names[:epoch % len(names)]
             for name in order:
@@ -243,7 +247,7 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                 # batches only, so the compiled variants see one input shape.
                 loader = DataLoader(data.train_dataset, batch_size=args.batch_a, shuffle=True, drop_last=True,
                                     generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-                trainer = _trainer(device, callbacks[name], 1, args.tmp)
+                trainer = _trainer(device, callbacks[name], 1, args.tmp, args.limit_batches)
                 trainer.fit(modules[name], train_dataloaders=loader)
             print(f"(a) seed {seed} epoch {epoch}: " + ", ".join(
                 f"{n} {timers[n].times[-1]:.2f}s" for n in names), flush=True)
@@ -263,7 +267,7 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         per_seed.append(seed_result)
 
     summary: dict[str, Any] = {}
-    for name in VARIANTS_A:
+    for name in args.variants:
         steady = [s["variants"][name]["steady_epoch_s"] for s in per_seed]
         total = [sum(s["variants"][name]["epoch_s"]) for s in per_seed]
         worst = [s["variants"][name]["accuracy"]["worst"] for s in per_seed]
@@ -277,8 +281,9 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     for name, row in summary.items():
         row["speedup_steady_vs_torchattacks"] = baseline["steady_epoch_s_median"] / row["steady_epoch_s_median"]
         row["speedup_total_vs_torchattacks"] = baseline["total_s_median"] / row["total_s_median"]
-        row["speedup_steady_vs_ours_plain"] = (summary["ours_plain"]["steady_epoch_s_median"]
-                                               / row["steady_epoch_s_median"])
+        if "ours_plain" in summary:
+            row["speedup_steady_vs_ours_plain"] = (summary["ours_plain"]["steady_epoch_s_median"]
+                                                   / row["steady_epoch_s_median"])
     return {
         "setup": {"data": f"sklearn digits {args.image_size_a}x{args.image_size_a}, train split",
                   "model": f"Normalize + SmallCNN(width={args.width_a}, hidden={args.hidden_a}) (BatchNorm)",
@@ -304,12 +309,13 @@ def bench_recipes(args: argparse.Namespace, device: torch.device) -> dict[str, A
             epochs = args.epochs_b
             if recipe == "free_at":  # the paper's budget rule: epochs / m
                 epochs = max(1, round(args.epochs_b / extra["free_replays"]))
-            model = RobustClassifier(SmallCNN(num_classes=10, in_channels=1), mean=[0.5], std=[0.5],
+            model = RobustClassifier(SmallCNN(num_classes=10, in_channels=1, width=args.width_b,
+                                              hidden=args.hidden_b), mean=[0.5], std=[0.5],
                                      recipe=recipe, eps=EPS,
                                      optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4),
                                      **extra)
             timer = EpochTimer(device)
-            trainer = _trainer(device, [timer], epochs, args.tmp)
+            trainer = _trainer(device, [timer], epochs, args.tmp, args.limit_batches)
             trainer.fit(model, datamodule=data)
             accuracy = robust_accuracy(model.model, x_test, y_test, EPS, device, seed)
             runs.append({"recipe": recipe, "seed": seed, "epochs": epochs, "train_s": sum(timer.times),
@@ -330,7 +336,7 @@ def bench_recipes(args: argparse.Namespace, device: torch.device) -> dict[str, A
             "robust_worst_min": min(r["accuracy"]["worst"] for r in rows),
         }
     return {
-        "setup": {"data": "sklearn digits 16x16, split seed = run seed", "model": "SmallCNN() (width 32)",
+        "setup": {"data": "sklearn digits 16x16, split seed = run seed", "model": f"SmallCNN(width={args.width_b}, hidden={args.hidden_b})",
                   "batch": 64, "eps": EPS, "epochs": args.epochs_b, "free_at_epochs": "epochs / m",
                   "recipe_args": RECIPE_ARGS, "seeds": args.seeds_b,
                   "evaluation": "test split; per-sample worst case of PGD-10 (alpha eps/4) and APGD-CE (20 steps)"},
@@ -348,13 +354,12 @@ def plot_recipes(result: dict[str, Any], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for recipe, row in result["summary"].items():
         ax.errorbar(row["train_s_mean"], row["robust_worst_mean"], xerr=row["train_s_std"],
-                    yerr=row["robust_worst_std"], fmt="o", capsize=3, label=recipe)
-        ax.annotate(recipe, (row["train_s_mean"], row["robust_worst_mean"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    yerr=row["robust_worst_std"], fmt=MARKERS.get(recipe, "o"), capsize=3, label=recipe)
     ax.set_xlabel("training wall-clock (s)")
     ax.set_ylabel(f"robust accuracy, worst of PGD-10 / APGD-CE, eps {EPS}")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -371,6 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "on CUDA (CUDA graphs), the default mode on CPU ('default' forces it)")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend of the compiled variants (aot_eager: smoke tests)")
+    parser.add_argument("--variants", default=",".join(VARIANTS_A),
+                        help=f"comma-separated variants of (a), from {','.join(VARIANTS_A)}")
+    parser.add_argument("--limit-batches", type=int, default=None, help="batches per epoch (smoke runs)")
     parser.add_argument("--seeds-a", type=int, default=2)
     parser.add_argument("--epochs-a", type=int, default=4)
     parser.add_argument("--batch-a", type=int, default=128)
@@ -380,10 +388,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seeds-b", type=int, default=3)
     parser.add_argument("--epochs-b", type=int, default=8)
+    parser.add_argument("--width-b", type=int, default=32)
+    parser.add_argument("--hidden-b", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS / "adversarial_training.json")
     parser.add_argument("--plot", type=Path, default=None,
                         help="PNG of part (b); default: next to --out, adversarial_training_digits.png")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the PNG of part (b) from the JSON at --out, run nothing")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        recipes = json.loads(args.out.read_text())["recipes_digits"]
+        setup, run = recipes["setup"], recipes["run"]
+        plot_recipes(recipes, args.plot or args.out.with_name(recipes["plot"]),
+                     f"digits, {setup['model']}, eps {EPS}, {setup['seeds']} seeds ({run['device']})")
+        return recipes
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
@@ -391,6 +409,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.compile_mode = "reduce-overhead" if device.type == "cuda" else "default"
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS_A]
+    if unknown or "torchattacks_by_hand" not in args.variants:
+        raise SystemExit(f"--variants: unknown {unknown} or no torchattacks_by_hand baseline; known: {list(VARIANTS_A)}")
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"a", "b"}:
         raise SystemExit(f"--parts: expected a subset of a,b, got {args.parts!r}")
@@ -406,24 +428,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if "a" in parts:
-        report["epoch_pgd10"] = bench_epoch(args, device)
-        report["load_average_after_a"] = _load()
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        report["epoch_pgd10"] = {**bench_epoch(args, device), "run": {**report, "load_average_end": _load()}}
+        _update_json(args.out, {"epoch_pgd10": report["epoch_pgd10"]})
         for name, row in report["epoch_pgd10"]["summary"].items():
             print(f"(a) {name:22s} steady epoch {row['steady_epoch_s_median']:.2f}s "
                   f"x{row['speedup_steady_vs_torchattacks']:.2f} vs torchattacks "
                   f"(incl. compile x{row['speedup_total_vs_torchattacks']:.2f}); "
                   f"robust {row['robust_acc_worst_per_seed']}", flush=True)
     if "b" in parts:
-        report["recipes_digits"] = bench_recipes(args, device)
-        report["load_average_end"] = _load()
+        report["recipes_digits"] = {**bench_recipes(args, device), "run": {**report, "load_average_end": _load()}}
         plot = args.plot or args.out.with_name("adversarial_training_digits.png")
         plot_recipes(report["recipes_digits"], plot,
-                     f"digits, SmallCNN, eps {EPS}, {args.seeds_b} seeds ({report['device']})")
-        report["recipes_digits"]["plot"] = str(plot)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+                     f"digits, SmallCNN(width {args.width_b}), eps {EPS}, {args.seeds_b} seeds ({report['device']})")
+        report["recipes_digits"]["plot"] = plot.name
+        _update_json(args.out, {"recipes_digits": report["recipes_digits"]})
     print(f"wrote {args.out}")
     return report
+
+
+def _update_json(path: Path, parts: dict[str, Any]) -> None:
+    """Replace ``parts`` in the JSON at ``path``, keeping the other part (each part records its
+    own command and load), so parts (a) and (b) may run as separate processes."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.update(parts)
+        path.write_text(json.dumps(current, indent=2) + "\n")
 
 
 if __name__ == "__main__":

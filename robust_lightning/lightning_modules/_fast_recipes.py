@@ -10,6 +10,7 @@ differentiated through. Their steps live here; FAT's early-stopped PGD is an ord
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -115,8 +116,10 @@ def grad_align_step(
     ``fgsm_alpha=1.25`` clipped to the ball, i.e. ``eps * sign(g)``), train on the result and add
     ``lambda * (1 - cos(g, grad at x + eta))``. Passes: one forward/backward for ``g`` (weights
     frozen), one forward plus a double backward for the regulariser, one forward/backward for
-    the update. Both gradients are taken in ``attack_model_mode``, with BatchNorm statistics
-    restored, so only the training forward moves them.
+    the update. Both gradients are taken in ``attack_model_mode``: ``"train"`` (their code's
+    mode) uses batch statistics and lets the penalty's forward update the BatchNorm running
+    statistics like the training forward; ``"eval"`` uses the running statistics and leaves
+    them untouched.
 
     Returns:
         ``(loss, logits on the FGSM inputs, regulariser before lambda)``.
@@ -133,7 +136,12 @@ def grad_align_step(
     loss = F.cross_entropy(logits, y)
     regulariser = torch.zeros((), device=x.device)
     if grad_align_lambda > 0:
-        with attack_mode(module, attack_model_mode, freeze_params=False):
+        # In train mode the penalty's forward runs as the training forward does, BatchNorm
+        # statistics included (as in their train.py): restoring the statistics in place, as
+        # attack_mode("train") does, would invalidate the graph the double backward needs.
+        context = (attack_mode(module, "eval", freeze_params=False) if attack_model_mode == "eval"
+                   else contextlib.nullcontext())
+        with context:
             regulariser = gradient_alignment_penalty(per_sample_loss, x, eps, grad_at_x=grad,
                                                      generator=generator)
         loss = loss + grad_align_lambda * regulariser

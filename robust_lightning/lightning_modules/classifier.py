@@ -90,7 +90,8 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         grad_align_lambda: GradAlign's ``lambda`` (0.2, their choice at eps = 8/255).
         fat_tau: FAT's ``tau`` or ``"dynamic"`` (FAT.py's default schedule).
         fat_omega: std of FAT's per-step Gaussian noise (0.001 in FAT.py).
-        attack_model_mode: ``"eval"`` or ``"train"`` mode while crafting training attacks.
+        attack_model_mode: ``"eval"`` or ``"train"`` mode while crafting training attacks;
+            ``None``: ``"train"`` for GradAlign (their code), ``"eval"`` otherwise.
         optimizer: callable building the optimizer from the parameters.
         lr_scheduler: optional callable building a scheduler from the optimizer.
         scheduler_interval: step the scheduler every ``"epoch"`` or ``"step"``.
@@ -112,7 +113,7 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         grad_align_lambda: float = 0.2,
         fat_tau: int | Literal["dynamic"] = "dynamic",
         fat_omega: float = 0.001,
-        attack_model_mode: Literal["eval", "train"] = "eval",
+        attack_model_mode: Literal["eval", "train"] | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -136,7 +137,10 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         self.recipe = recipe
         self.eps = parse_budget(eps, "eps")
         self.trades_beta = float(trades_beta)
-        self.attack_model_mode = attack_model_mode
+        # GradAlign's gradients follow their train.py (train mode): with running statistics
+        # (eval) its penalty collapsed training on digits (clean accuracy ~0.2 on 2 of 3 seeds,
+        # benchmarks/adversarial_training.py); every other recipe attacks in eval mode.
+        self.attack_model_mode = attack_model_mode or ("train" if recipe == "grad_align" else "eval")
         self.free_replays = free_replays
         self.grad_align_lambda = float(grad_align_lambda)
         self.fat_tau = fat_tau

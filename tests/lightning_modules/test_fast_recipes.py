@@ -120,7 +120,9 @@ def test_gradient_alignment_is_zero_for_a_linear_loss_and_positive_otherwise() -
 def test_grad_align_step_adds_lambda_times_the_penalty(tmp_path: Path) -> None:
     losses = {}
     for lam in (0.0, 5.0):
-        model = _classifier("grad_align", grad_align_lambda=lam)
+        # eval mode: the gradients' forwards run in eval mode, so the recorder sees only the
+        # training forward (the default, train mode, is checked below).
+        model = _classifier("grad_align", grad_align_lambda=lam, attack_model_mode="eval")
         recorder = _InputRecorder()
         trainer = _trainer(tmp_path, limit_train_batches=1, callbacks=[recorder])
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=32, augment=False))
@@ -132,6 +134,20 @@ def test_grad_align_step_adds_lambda_times_the_penalty(tmp_path: Path) -> None:
     # Same seed, same FGSM inputs: the lambda = 5 loss exceeds the lambda = 0 loss by 5 * reg.
     assert regulariser > 0
     assert losses[5.0] - losses[0.0] == pytest.approx(5.0 * regulariser, rel=1e-3, abs=1e-5)
+
+
+def test_grad_align_defaults_to_train_mode_and_trains(tmp_path: Path) -> None:
+    """Their train.py takes both gradients in train mode; the penalty's double backward must
+    survive BatchNorm updating its running statistics in that forward."""
+    model = _classifier("grad_align")
+    assert model.attack_model_mode == "train"
+    assert _classifier("pgd_at").attack_model_mode == "eval"
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = _trainer(tmp_path, limit_train_batches=2)
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    assert float(trainer.callback_metrics["train/grad_align_reg"]) > 0
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # -- FAT ----------------------------------------------------------------------------------
