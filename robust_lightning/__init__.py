@@ -2,6 +2,7 @@
 
 from robust_lightning.attacks import (
     APGD,
+    FAB,
     FGSM,
     NFGSM,
     PGD,
@@ -10,6 +11,7 @@ from robust_lightning.attacks import (
     ConstrainedPGD,
     DetectionAttack,
     EarlyStoppedPGD,
+    RankGenerator,
     Square,
     TransferAttack,
     apgd,
@@ -33,7 +35,12 @@ from robust_lightning.datamodules import (
     SyntheticDigitsDataModule,
     SyntheticThermalDataModule,
 )
-from robust_lightning.lightning_modules import RobustClassifier
+from robust_lightning.lightning_modules import (
+    METHODS,
+    MethodSpec,
+    RobustClassifier,
+    RobustMethod,
+)
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
 from robust_lightning.lightning_modules.badllm_tg import (
     BackdoorDefense,
@@ -71,7 +78,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APGD",
+    "FAB",
     "FGSM",
+    "METHODS",
     "NFGSM",
     "PGD",
     "AdversarialMixin",
@@ -99,12 +108,15 @@ __all__ = [
     "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "MethodSpec",
     "NeroNetClassifier",
     "NeroNetSearch",
     "Normalize",
     "PreActResNet18",
     "RCTAFClassifier",
+    "RankGenerator",
     "RobustClassifier",
+    "RobustMethod",
     "RobustnessEvaluation",
     "SIAAlign",
     "SIADataModule",

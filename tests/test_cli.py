@@ -1,4 +1,4 @@
-"""Every YAML under configs/ runs through the real CLI entry point (DESIGN.md, "Testing")."""
+"""Every YAML under configs/ runs through the real CLI entry point (docs/architecture.md, "Testing")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Functional attack core: :func:`pgd`, :func:`fgsm` and the context they run models in.
 
-Contract (DESIGN.md, "Attack core"): ``loss_fn(x) -> (B,)`` per-sample loss to maximise;
+Contract (docs/architecture.md, "Attack core"): ``loss_fn(x) -> (B,)`` per-sample loss to maximise;
 gradients are taken with :func:`torch.autograd.grad` w.r.t. the input only; the
 step/projection/clamp runs through :mod:`robust_lightning.ops`; device and dtype come from
 ``x``; randomness only from the given :class:`torch.Generator`.
@@ -164,8 +164,8 @@ def _check_inputs(x: Tensor, lo: float, hi: float) -> None:
         )
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
-    x_min, x_max = torch.aminmax(x.detach())
-    x_min, x_max = float(x_min), float(x_max)
+    x_min_tensor, x_max_tensor = torch.aminmax(x.detach())
+    x_min, x_max = float(x_min_tensor), float(x_max_tensor)
     if not (math.isfinite(x_min) and math.isfinite(x_max)):
         raise ValueError("x contains NaN or inf values")
     if x_min < lo - _BOUNDS_TOLERANCE or x_max > hi + _BOUNDS_TOLERANCE:

@@ -96,7 +96,8 @@ class TransferAttack(Attack):
         """Adversarial inputs crafted on the surrogate; ``logits_fn`` (the target) is unused."""
         surrogate = self.surrogate.to(x.device)
         with attack_mode(surrogate):
-            if getattr(self.attack, "requires_logits", False):
-                return self.attack.perturb_logits(surrogate, x, target, generator=generator)
+            perturb_logits = getattr(self.attack, "perturb_logits", None)
+            if getattr(self.attack, "requires_logits", False) and perturb_logits is not None:
+                return perturb_logits(surrogate, x, target, generator=generator)
             return self.attack(lambda z: F.cross_entropy(surrogate(z).float(), target, reduction="none"),
                                x, generator=generator)

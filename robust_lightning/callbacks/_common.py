@@ -1,4 +1,4 @@
-"""Pieces both attack callbacks need: seeded generators and leaving inference mode."""
+"""Pieces the attack callbacks share: leaving inference mode, autocast, running an attack."""
 
 from __future__ import annotations
 
@@ -14,56 +14,6 @@ from torch import Tensor
 from robust_lightning.attacks.engine import AttackEngine
 from robust_lightning.protocol import check_class_targets, logits_of, protocol_method, split_batch
 
-# Ranks draw from distinct streams; a large odd stride keeps them from overlapping.
-_RANK_SEED_STRIDE = 1_000_003
-
-
-class RankGenerator:
-    """A :class:`torch.Generator` on the module's device, seeded per rank, checkpointable.
-
-    ``seed=None`` derives the seed from ``torch.initial_seed()`` (what ``seed_everything`` set),
-    so runs are reproducible without the callback ever reseeding global RNGs.
-    """
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._pending_state: Tensor | None = None
-
-    def base_seed(self, rank: int) -> int:
-        base = torch.initial_seed() if self.seed is None else self.seed
-        return (int(base) + rank * _RANK_SEED_STRIDE) % (2**63)
-
-    def get(self, device: torch.device, rank: int) -> torch.Generator:
-        if self._generator is None or torch.device(self._generator.device) != _canonical(device):
-            generator = torch.Generator(device=device)
-            generator.manual_seed(self.base_seed(rank))
-            if self._pending_state is not None:
-                generator.set_state(self._pending_state)
-                self._pending_state = None
-            self._generator = generator
-        return self._generator
-
-    def reset(self, device: torch.device, rank: int) -> torch.Generator:
-        self._generator = None
-        self._pending_state = None
-        return self.get(device, rank)
-
-    def state(self) -> Tensor | None:
-        return self._generator.get_state() if self._generator is not None else self._pending_state
-
-    def load_state(self, state: Tensor | None) -> None:
-        self._generator = None
-        self._pending_state = state
-
-
-def _canonical(device: torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
 def _clone_inference(tensor: Tensor) -> Tensor:
     return tensor.clone() if tensor.is_inference() else tensor
 
@@ -73,7 +23,7 @@ def grad_enabled_batch(batch: Any) -> Iterator[Any]:
     """Leave ``inference_mode`` and yield the batch with inference tensors cloned.
 
     Lightning validates and tests under ``torch.inference_mode``; tensors made there cannot be
-    saved for backward, so attacks need ordinary copies (DESIGN.md, "Attack context").
+    saved for backward, so attacks need ordinary copies (docs/architecture.md, "Attack context").
     """
     with torch.inference_mode(False), torch.enable_grad():
         yield apply_to_collection(batch, Tensor, _clone_inference)

@@ -536,13 +536,14 @@ class InfraredDetectionDataModule(LightningDataModule):
     def in_channels(self) -> int:
         return 1 if self.color == "gray" else 3
 
-    def relation_matrix(self) -> Tensor:
-        """KGAT's class relation-stability matrix R of the training split (see ``kgat.knowledge``)."""
-        from robust_lightning.lightning_modules.kgat.knowledge import (
-            relation_stability_matrix,
-        )
+    def iter_train_gray(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """``(gray (H, W), boxes, labels)`` of every training image, unaugmented.
 
-        return relation_stability_matrix(self._dataset("train").iter_gray(), self.num_classes)
+        What KGAT's relation-stability matrix R is computed from
+        (:func:`~robust_lightning.lightning_modules.kgat.knowledge.relation_stability_matrix`);
+        the statistic itself belongs to the method, the images to the data.
+        """
+        return self._dataset("train").iter_gray()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader[dict[str, Any]]:
         dataset = self._dataset(split)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_positive_int
+
 __all__ = ["ReplayPool", "TriggerGenerator", "build_hf_model", "insert_trigger", "trigger_reward"]
 
 
@@ -163,8 +165,7 @@ class ReplayPool:
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        check_positive_int("k", k)
         rest = list(self.items)
         out = []
         while rest and len(out) < k:
@@ -225,8 +226,7 @@ class TriggerGenerator(nn.Module):
         super().__init__()
         if tokenizer is None or getattr(tokenizer, "eos_token_id", None) is None:
             raise ValueError("tokenizer must be an HF tokenizer with an eos_token")
-        if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
-            raise ValueError(f"max_words must be a positive int, got {max_words!r}")
+        check_positive_int("max_words", max_words)
         if not 0.0 <= baseline_momentum < 1.0:
             raise ValueError(f"baseline_momentum must be in [0, 1), got {baseline_momentum!r}")
         if kl_coef < 0:

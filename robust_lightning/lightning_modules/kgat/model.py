@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_positive_int
+
 __all__ = ["MMDetDetector", "build_detector_config", "mmdet_available"]
 
 _MMDET_CONFIG_PREFIX = "mmdet::"
@@ -115,8 +117,7 @@ def build_detector_config(
     _require_mmdet()
     from mmengine.config import Config
 
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     if isinstance(detector, str):
         path = _mmdet_config_path(detector) if detector.startswith(_MMDET_CONFIG_PREFIX) else Path(detector)
         if not path.is_file():

@@ -43,6 +43,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from robust_lightning._validation import check_int_at_least, check_probability, is_int, is_number
 from robust_lightning.attacks.base import FGSM
 from robust_lightning.attacks.core import attack_mode, parse_budget
 from robust_lightning.lightning_modules.nero_net.genotype import (
@@ -66,11 +67,11 @@ TIMING_FIELDS = ("train_seconds", "eval_seconds", "rank")
 
 
 def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _is_positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+    return is_int(value) and value >= 1
 
 
 @dataclass
@@ -119,8 +120,7 @@ def robust_fitness(clean_acc: float, fgsm_acc: float, threshold: float, robust_w
     """
     for name, value in (("clean_acc", clean_acc), ("fgsm_acc", fgsm_acc), ("threshold", threshold),
                         ("robust_weight", robust_weight)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        check_probability(name, value)
     if clean_acc < threshold:
         return float(clean_acc)
     return 1.0 + robust_weight * fgsm_acc + (1.0 - robust_weight) * clean_acc
@@ -275,8 +275,7 @@ class NeroNetSearch:
             raise TypeError(f"data must be a LightningDataModule, got {type(data).__name__}")
         for name, value, minimum in (("num_classes", num_classes, 2), ("generations", generations, 1),
                                      ("offspring", offspring, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int_at_least(name, value, minimum)
         if epochs_per_unit is None and seconds_per_unit is None:
             raise ValueError("set epochs_per_unit and/or seconds_per_unit: an individual needs a training budget")
         if epochs_per_unit is not None and not _is_positive_int(epochs_per_unit):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
+from robust_lightning._validation import check_positive_int
 from robust_lightning.lightning_modules.sia.model import (
     build_word_tokenizer,
     collate_lm,
@@ -77,8 +78,7 @@ class SIADataModule(pl.LightningDataModule):
         if stage not in ("inject", "align"):
             raise ValueError(f"stage must be 'inject' or 'align', got {stage!r}")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if data_dir is None and not synthesize:
             raise ValueError("give data_dir (with synthesized JSONL files) or set synthesize=True")
         self.save_hyperparameters()
@@ -152,3 +152,11 @@ class SIADataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_records, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=_collate_records, num_workers=0)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out records again: the synthetic corpus has one held-out split (our choice)."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The held-out records (``SIA*.predict_step`` answers their prompts)."""
+        return self.val_dataloader()

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robust_lightning._validation import check_int
+
 __all__ = [
     "ANSWER_MARKER",
     "REFUSAL",
@@ -88,8 +90,7 @@ def _product_names(n: int, rng: random.Random) -> list[str]:
 
 def generate_knowledge_graph(num_products: int = 40, seed: int = 0) -> list[dict[str, str]]:
     """A product knowledge graph as ``{"head", "relation", "tail"}`` triples (one per attribute)."""
-    if isinstance(num_products, bool) or not isinstance(num_products, int) or not 1 <= num_products <= 200:
-        raise ValueError(f"num_products must be an int in [1, 200], got {num_products!r}")
+    check_int("num_products", num_products, 1, 200)
     rng = random.Random(seed)
     triples = []
     for product in _product_names(num_products, rng):
@@ -100,8 +101,7 @@ def generate_knowledge_graph(num_products: int = 40, seed: int = 0) -> list[dict
 
 def generate_query_log(triples: Sequence[Mapping[str, str]], num_queries: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     """A behaviour log: ``{"query", "product", "clicks"}`` rows; queries name a product's brand and colour."""
-    if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 0:
-        raise ValueError(f"num_queries must be an int >= 0, got {num_queries!r}")
+    check_int("num_queries", num_queries, 0)
     rng = random.Random(seed + 1)
     products = _attributes_by_product(triples)
     names = sorted(products)
@@ -171,8 +171,7 @@ def synthesize(
     """
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
-    if isinstance(num_heldout_wrappers, bool) or not isinstance(num_heldout_wrappers, int) or not 1 <= num_heldout_wrappers < len(WRAPPERS):
-        raise ValueError(f"num_heldout_wrappers must be an int in [1, {len(WRAPPERS) - 1}], got {num_heldout_wrappers!r}")
+    check_int("num_heldout_wrappers", num_heldout_wrappers, 1, len(WRAPPERS) - 1)
     rng = random.Random(seed + 2)
     products = _attributes_by_product(triples)
     names = sorted(products)
