@@ -44,22 +44,21 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
-from robust_lightning import APGD, PGD, AdversarialTraining, RobustClassifier, SmallCNN  # noqa: E402
-from robust_lightning.attacks.core import attack_mode  # noqa: E402
-from robust_lightning.datamodules import DigitsDataModule  # noqa: E402
-from robust_lightning.nn import Normalize  # noqa: E402
+from robust_lightning import APGD, PGD, AdversarialTraining, RobustClassifier, SmallCNN
+from robust_lightning.attacks.core import attack_mode
+from robust_lightning.datamodules import DigitsDataModule
+from robust_lightning.nn import Normalize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPS = 0.1  # digits' training budget, as in configs/classifier/digits_*.yaml

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
+import lightning.pytorch as pl
+import torch
 
-from robust_lightning import PGD, RobustClassifier, RobustnessEvaluation, SmallCNN  # noqa: E402
-from robust_lightning.datamodules import DigitsDataModule  # noqa: E402
+from robust_lightning import PGD, RobustClassifier, RobustnessEvaluation, SmallCNN
+from robust_lightning.datamodules import DigitsDataModule
 
 
 def main() -> int:

@@ -138,7 +138,7 @@ class AttackEngine:
                     return fn(x, *args)
                 try:
                     return call(x, *args)
-                except Exception as error:  # noqa: BLE001 - any backend failure falls back
+                except Exception as error:
                     if not _is_compile_error(error):
                         raise
                     if not self._compile_failed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robust_lightning.attacks.core import attack_mode
-from robust_lightning.attacks.fast import free_at_update, gradient_alignment_penalty, input_gradient
+from robust_lightning.attacks.fast import (
+    free_at_update,
+    gradient_alignment_penalty,
+    input_gradient,
+)
 from robust_lightning.errors import InvalidArgumentError
 
 __all__ = ["FreeATPerturbation", "free_at_step", "grad_align_step", "step_schedulers"]
@@ -78,6 +82,10 @@ def free_at_step(
         The last replay's loss and logits (detached), for logging.
     """
     optimizer = module.optimizers()
+    if isinstance(optimizer, list):
+        if len(optimizer) != 1:
+            raise InvalidArgumentError(f"recipe 'free_at' trains with one optimizer, got {len(optimizer)}")
+        optimizer = optimizer[0]
     lo, hi = bounds
     delta = perturbation.for_inputs(x)
     loss = logits = None
@@ -88,6 +96,8 @@ def free_at_step(
         optimizer.zero_grad()
         module.manual_backward(loss)
         grad = delta.grad
+        if grad is None:  # the model ignored its input
+            raise RuntimeError("free_at: the loss does not depend on the perturbed inputs")
         optimizer.step()
         if on_update is not None:
             on_update()
@@ -105,7 +115,7 @@ def grad_align_step(
     eps: float,
     alpha: float,
     grad_align_lambda: float,
-    attack_model_mode: str,
+    attack_model_mode: Literal["eval", "train"],
     bounds: tuple[float, float],
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -37,7 +37,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from robust_lightning._validation import check_choice, check_instance, check_int_at_least, check_non_negative
+from robust_lightning._validation import (
+    check_choice,
+    check_instance,
+    check_int_at_least,
+    check_non_negative,
+)
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.core import Norm, parse_budget
 from robust_lightning.attacks.fast import EarlyStoppedPGD, fat_dynamic_tau
@@ -235,12 +240,9 @@ class RobustClassifier(RobustMethod):
         x, y = split_batch(batch)
         if self.recipe in ("free_at", "grad_align"):
             loss, logits = self._fast_recipe_step(batch)
-            self.train_acc(logits.detach(), y)
-            self.log("train/loss", loss.detach(), prog_bar=True)
-            self.log("train/acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
-            return loss
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y)
         if self.recipe == "trades" and isinstance(batch, (list, tuple)) and len(batch) == 3:
             logits_adv = self(batch[2])
             robust = F.kl_div(F.log_softmax(logits_adv.float(), dim=1),

@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_lightning import PGD, AdversarialTraining, EarlyStoppedPGD, RobustClassifier, SmallCNN
+from robust_lightning import (
+    PGD,
+    AdversarialTraining,
+    EarlyStoppedPGD,
+    RobustClassifier,
+    SmallCNN,
+)
 from robust_lightning.attacks.fast import (
     FAT_STEP_RATIO,
     fat_dynamic_tau,
@@ -30,9 +36,9 @@ def _classifier(recipe: str, **kwargs) -> RobustClassifier:
 
 
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0,
-                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    defaults = {"accelerator": "cpu", "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 0,
+                "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                "enable_model_summary": False, "default_root_dir": tmp_path, "num_sanity_val_steps": 0}
     return pl.Trainer(**{**defaults, **kwargs})
 
 
