@@ -8,9 +8,11 @@ from robust_lightning.attacks import (
     PGD,
     Attack,
     AttackEngine,
+    AutoAttack,
     ConstrainedPGD,
     DetectionAttack,
     EarlyStoppedPGD,
+    ExternalAttack,
     RankGenerator,
     Square,
     TransferAttack,
@@ -88,6 +90,7 @@ __all__ = [
     "Attack",
     "AttackEngine",
     "AudioQualityGRL",
+    "AutoAttack",
     "BackdoorDefense",
     "CIFAR10DataModule",
     "ConjMask",
@@ -101,6 +104,7 @@ __all__ = [
     "DigitsDataModule",
     "EarlyStoppedPGD",
     "DomainGeneralizationDataModule",
+    "ExternalAttack",
     "FlowDataModule",
     "GradientReversal",
     "ImageFolderDataModule",
@@ -138,3 +142,9 @@ __all__ = [
     "pgd",
     "swap_activations",
 ]
+
+# Reliability: last.ckpt every epoch; checkpoints read weights-only with errors that name the file.
+from robust_lightning._checkpoint import load_checkpoint  # noqa: E402
+from robust_lightning.callbacks.checkpointing import LastCheckpoint  # noqa: E402
+
+__all__ += ["LastCheckpoint", "load_checkpoint"]

@@ -1,6 +1,7 @@
 """Callbacks that attack during training, evaluate robustness and apply input defences."""
 
 from robust_lightning.callbacks.adversarial_training import AdversarialTraining
+from robust_lightning.callbacks.checkpointing import LastCheckpoint
 from robust_lightning.callbacks.conjugate_probe import ConjugateProbe
 from robust_lightning.callbacks.robustness_evaluation import (
     SANITY_CHECKS,
@@ -8,4 +9,4 @@ from robust_lightning.callbacks.robustness_evaluation import (
 )
 from robust_lightning.callbacks.sharpening import LaplacianSharpening
 
-__all__ = ["SANITY_CHECKS", "AdversarialTraining", "ConjugateProbe", "LaplacianSharpening", "RobustnessEvaluation"]
+__all__ = ["SANITY_CHECKS", "AdversarialTraining", "ConjugateProbe", "LaplacianSharpening", "LastCheckpoint", "RobustnessEvaluation"]

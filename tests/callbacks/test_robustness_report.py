@@ -204,10 +204,21 @@ def test_an_attack_that_helps_the_model_is_flagged(helpers):
     x, y = helpers.make_data(n=16)
     y = y.clone()
     y[::2] = (y[::2] + 1) % helpers.CLASSES  # clean accuracy 50%: room to 'improve'
-    trainer, messages = _run_validate(helpers, RobustnessEvaluation([DescendingAttack(eps=0.5)]), x, y)
+    # early_exit would leave the misclassified half unattacked, so nothing could rise above clean.
+    callback = RobustnessEvaluation([DescendingAttack(eps=0.5)], early_exit=False)
+    trainer, messages = _run_validate(helpers, callback, x, y)
     flags = _flags(trainer)
     assert flags["attacked_above_clean"] == 1.0 and flags["loss_not_increasing"] == 1.0
     assert any("higher than clean" in m for m in messages)
+
+
+def test_with_early_exit_a_descending_attack_is_still_caught_by_its_loss(helpers):
+    x, y = helpers.make_data(n=16)
+    y = y.clone()
+    y[::2] = (y[::2] + 1) % helpers.CLASSES
+    trainer, _ = _run_validate(helpers, RobustnessEvaluation([DescendingAttack(eps=0.5)]), x, y)
+    flags = _flags(trainer)
+    assert flags["attacked_above_clean"] == 0.0 and flags["loss_not_increasing"] == 1.0
 
 
 class NoisyInEval(torch.nn.Module):
@@ -247,6 +258,7 @@ def test_flags_and_report_reach_weights_and_biases(helpers, monkeypatch):
         logger.experiment.finish()
     assert summary["test/sanity_flags/acc_rises_with_eps"] is True
     assert "test/robustness_table" in summary and "test/robustness_plot" in summary
+    assert "test/robustness_per_class" in summary
 
 
 def test_logit_attacks_run_through_the_callback_on_sub_batches(helpers):

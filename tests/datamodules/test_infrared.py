@@ -142,9 +142,12 @@ def test_loader_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"images": {}}))
     with pytest.raises(ValueError, match="not a COCO detection file"):
         CocoDetectionDataset(tmp_path / "bad.json", tmp_path / "split")
+    dataset = CocoDetectionDataset(annotation, tmp_path / "split")
     (tmp_path / "split" / "data" / "a.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="cannot read image"):
-        CocoDetectionDataset(annotation, tmp_path / "split")[0]
+        dataset[0]  # deleted after setup: reported when read
+    with pytest.raises(FileNotFoundError, match=r"missing under image_root .*a\.jpg"):
+        CocoDetectionDataset(annotation, tmp_path / "split")  # missing at setup: reported at setup
     with pytest.raises(ValueError, match="image_size"):
         InfraredDetectionDataModule(image_size=[0, 3])
     with pytest.raises(ValueError, match="color"):

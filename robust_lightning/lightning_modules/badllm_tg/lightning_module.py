@@ -382,6 +382,13 @@ class BackdoorDefense(TextClassifier):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.generator is not None:
             checkpoint["badllm_tg_pool"] = self.generator.pool.state_dict()
+            checkpoint["badllm_tg_generator_optimizer"] = self._generator_optimizer.state_dict()
+        # Everything a round draws from, so a run resumed between rounds draws what the
+        # uninterrupted run would have: reward texts and insertions (python RNG), trigger
+        # sampling (torch generator) and dropout (torch's global RNG, which Lightning does not
+        # checkpoint). Plain tuples and tensors: loadable with weights_only=True.
+        checkpoint["badllm_tg_rng"] = {"python": self._rng.getstate(), "torch": self._torch_gen.get_state(),
+                                       "global_torch": torch.get_rng_state()}
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -389,3 +396,12 @@ class BackdoorDefense(TextClassifier):
         self._pool_state = checkpoint.get("badllm_tg_pool")
         if self.generator is not None and self._pool_state is not None:
             self.generator.pool.load_state_dict(self._pool_state)
+        optimizer_state = checkpoint.get("badllm_tg_generator_optimizer")
+        if optimizer_state is not None and self.generator is not None:
+            self._generator_optimizer.load_state_dict(optimizer_state)
+        rng = checkpoint.get("badllm_tg_rng")
+        if rng is not None:
+            version, internal, gauss = rng["python"]
+            self._rng.setstate((version, tuple(internal), gauss))
+            self._torch_gen.set_state(rng["torch"])
+            torch.set_rng_state(rng["global_torch"])

@@ -18,7 +18,6 @@ under each of ``eval_attacks``: ``val/map50``, ``val/map50_95``, ``val/robust_ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 from typing_extensions import override
 
+from robust_lightning._checkpoint import load_checkpoint
 from robust_lightning._validation import check_choice, check_int_at_least
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
@@ -146,9 +146,7 @@ class KGATDetector(RobustMethod):
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
 
     def _load_relation(self, path: str) -> Tensor:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"relation_matrix {path} does not exist")
-        relation = torch.load(path, map_location="cpu", weights_only=True)
+        relation = load_checkpoint(path, argument="relation_matrix")
         if not isinstance(relation, Tensor) or relation.shape != (self.num_classes, self.num_classes):
             shape = tuple(relation.shape) if isinstance(relation, Tensor) else type(relation).__name__
             raise ValueError(

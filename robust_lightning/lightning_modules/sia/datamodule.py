@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from robust_lightning._validation import check_positive_int
@@ -21,6 +22,7 @@ from robust_lightning.lightning_modules.sia.synthesize import (
     SynthesizedData,
     generate_knowledge_graph,
     generate_query_log,
+    is_complete_dataset,
     load_dataset,
     synthesize,
     write_dataset,
@@ -97,8 +99,13 @@ class SIADataModule(pl.LightningDataModule):
         self.val_records: list[dict[str, Any]] = []
 
     def _load_or_synthesize(self) -> SynthesizedData:
-        if self.data_dir is not None and (Path(self.data_dir) / "sft.jsonl").is_file():
+        if self.data_dir is not None and is_complete_dataset(self.data_dir):
             return load_dataset(self.data_dir)
+        if self.data_dir is not None and self.synthesize and any(Path(self.data_dir).glob("*.jsonl")):
+            # JSONL files without the data card (written last): an interrupted synthesis. The
+            # generator is deterministic in data_seed, so writing again completes it.
+            rank_zero_warn(f"data_dir={self.data_dir!r} holds an incomplete synthesized dataset (no data card); "
+                           "synthesizing it again")
         if not self.synthesize:
             return load_dataset(self.data_dir)  # raises naming the missing files
         if self.data_dir is not None:
