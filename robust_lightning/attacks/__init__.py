@@ -20,6 +20,7 @@ from robust_lightning.attacks.detection import (
     split_detection_losses,
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
+from robust_lightning.attacks.fast import EarlyStoppedPGD, gradient_alignment_penalty
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.external import ExternalAttack
 from robust_lightning.attacks.fab import FAB, FABResult, fab_attack, robust_accuracy_at_radii
@@ -52,6 +53,7 @@ __all__ = [
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "EarlyStoppedPGD",
     "ExternalAttack",
     "FABResult",
     "FlowConstraints",
@@ -68,6 +70,7 @@ __all__ = [
     "eps_tag",
     "fab_attack",
     "fgsm",
+    "gradient_alignment_penalty",
     "load_surrogate",
     "parse_budget",
     "pgd",
