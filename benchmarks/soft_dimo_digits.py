@@ -54,13 +54,13 @@ from robust_lightning.lightning_modules.soft_dimo.lightning_module import balanc
 RESULTS = Path(__file__).resolve().parent / "results" / "soft_dimo_digits.json"
 
 DEFAULTS: dict[str, Any] = {
-    "num_levels": 8, "dim": 64, "depth": 3, "heads": 4, "mlp_dim": 128, "batch_size": 64,
-    "teacher_steps": 3000, "teacher_lr": 1e-3, "teacher_guidance": 2.0, "gumbel_temperature": 1.0,
+    "num_levels": 8, "dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "batch_size": 32,
+    "teacher_steps": 1200, "teacher_lr": 1e-3, "teacher_guidance": 2.0, "gumbel_temperature": 1.0,
     "teacher_steps_eval": 8,
-    "distill_steps": 600, "distill_lr": 1e-4, "teacher_cfg_scale": 2.0, "auxiliary_rounds": 2,
+    "distill_steps": 300, "distill_lr": 1e-4, "teacher_cfg_scale": 2.0, "auxiliary_rounds": 1,
     "embedding_noise": 0.1, "ema_decay": 0.999, "gan_weight": 0.1, "reward_weight": 0.05,
     "tteo_steps": 10, "tteo_lr": 0.05,
-    "judge_epochs": 30, "num_samples": 1000,
+    "judge_epochs": 20, "num_samples": 500,
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "dimo": {"cls": "dimo", "output": "sample"},
@@ -129,7 +129,9 @@ def run_seed(seed: int, settings: dict[str, Any], variants: list[str], workdir: 
         gumbel_temperature=settings["gumbel_temperature"], sampling_steps=settings["teacher_steps_eval"],
         optimizer=lambda p: torch.optim.AdamW(p, lr=settings["teacher_lr"], weight_decay=0.0))
     trainer = _trainer(settings["teacher_steps"])
+    started = time.perf_counter()
     trainer.fit(teacher, datamodule=data)
+    print(f"  seed {seed}: teacher trained in {time.perf_counter() - started:.0f}s", flush=True)
     checkpoint = workdir / f"teacher_seed{seed}.ckpt"
     trainer.save_checkpoint(checkpoint)
     teacher.eval()
@@ -164,6 +166,8 @@ def run_seed(seed: int, settings: dict[str, Any], variants: list[str], workdir: 
         model.eval()
         rows[name] = _evaluate(judge, real, labels, lambda: model.sample(labels, generator=torch.Generator().manual_seed(seed)))
         rows[name]["train_seconds"] = train_seconds
+        print(f"  seed {seed}: {name} trained in {train_seconds:.0f}s, classifier-FD {rows[name]['classifier_fd']:.2f}",
+              flush=True)
         if name == "soft_dimo" and settings["tteo_steps"] > 0:
             rows["soft_dimo_tteo"] = _evaluate(
                 judge, real, labels, lambda: model.sample_with_tteo(labels, generator=torch.Generator().manual_seed(seed)))

@@ -68,12 +68,20 @@ def test_teacher_with_vq_tokenizer_trains_the_autoencoder_first(tmp_path: Path) 
     teacher = MaskedTokenTeacher(tokenizer="vq", image_size=8, codebook_size=8, code_dim=4, vq_downsamples=1,
                                  tokenizer_steps=2, dim=16, depth=1, heads=2, mlp_dim=32, classifier_width=4)
     vq_before, transformer_before = _snapshot(teacher.tokenizer), _snapshot(teacher.transformer)
-    _trainer(tmp_path, 2).fit(teacher, train_dataloaders=_loader())
-    assert _changed(vq_before, teacher.tokenizer) and not _changed(transformer_before, teacher.transformer)
-    vq_after = _snapshot(teacher.tokenizer)
-    _trainer(tmp_path, 4).fit(teacher, train_dataloaders=_loader())  # steps 2..3: transformer only
-    assert _changed(transformer_before, teacher.transformer)
-    assert not _changed(vq_after, teacher.tokenizer)
+    seen: dict[int, tuple[bool, bool]] = {}
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer: pl.Trainer, module: MaskedTokenTeacher, *args: object) -> None:
+            seen[trainer.global_step] = (_changed(vq_before, module.tokenizer),
+                                         _changed(transformer_before, module.transformer))
+            if trainer.global_step == 2:
+                vq_before[:] = _snapshot(module.tokenizer)
+
+    trainer = _trainer(tmp_path, 4)
+    trainer.callbacks.append(Watch())
+    trainer.fit(teacher, train_dataloaders=_loader())
+    assert seen[2] == (True, False), "steps 0-1 train the VQ-VAE only"
+    assert seen[4] == (False, True), "steps 2-3 train the transformer on frozen codes"
 
 
 def test_teacher_rejects_bad_arguments() -> None:

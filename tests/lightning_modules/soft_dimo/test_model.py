@@ -45,7 +45,8 @@ def test_scalar_quantizer_round_trip_and_soft_decoding() -> None:
 def test_vq_autoencoder_trains_and_straight_through_reaches_the_encoder() -> None:
     torch.manual_seed(0)
     vq = VQAutoencoder(codebook_size=16, code_dim=8, image_size=16, hidden=16, downsamples=2)
-    images = torch.rand(8, 1, 16, 16)
+    # Smooth images (4x4 upsampled): compressible by a 4x4 grid of 16 codes, unlike white noise.
+    images = F.interpolate(torch.rand(8, 1, 4, 4), size=16, mode="bilinear", align_corners=False)
     assert vq.encode(images).shape == (8, vq.sequence_length) == (8, 16)
     loss, parts = vq.loss(images)
     loss.backward()
@@ -53,11 +54,11 @@ def test_vq_autoencoder_trains_and_straight_through_reaches_the_encoder() -> Non
     assert vq.codebook.weight.grad.abs().sum() > 0
     optimizer = torch.optim.Adam(vq.parameters(), lr=3e-3)
     first = float(parts["reconstruction"])
-    for _ in range(60):
+    for _ in range(100):
         optimizer.zero_grad()
         vq.loss(images)[0].backward()
         optimizer.step()
-    assert float(vq.loss(images)[1]["reconstruction"]) < 0.7 * first
+    assert float(vq.loss(images)[1]["reconstruction"]) < 0.5 * first
     probs = torch.softmax(torch.randn(2, 16, 16, requires_grad=True), -1)
     assert vq.decode_probs(probs).shape == (2, 1, 16, 16)
 
