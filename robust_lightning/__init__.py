@@ -56,6 +56,11 @@ from robust_lightning.lightning_modules.sia import (
     SIAInject,
     depth_upscale,
 )
+from robust_lightning.lightning_modules.soft_dimo import (
+    DiMODistillation,
+    MaskedTokenTeacher,
+    SoftDiMODistillation,
+)
 from robust_lightning.lightning_modules.voltage_rl import VoltVarDataModule, VoltVarTD3
 from robust_lightning.nn import (
     GradientReversal,
@@ -123,4 +128,8 @@ __all__ = [
     "hessian_diag_norm",
     "pgd",
     "swap_activations",
+    # Di[M]O / Soft-Di[M]O
+    "DiMODistillation",
+    "MaskedTokenTeacher",
+    "SoftDiMODistillation",
 ]

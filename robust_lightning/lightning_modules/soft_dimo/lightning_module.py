@@ -145,6 +145,12 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         mlp_dim: Feed-forward width.
         dropout: Transformer dropout.
         label_dropout: Probability of dropping the class (classifier-free guidance training).
+        corruption_prob: Probability that a training grid also has a share ``c ~ U(0, 1)`` of its
+            unmasked tokens replaced by random tokens (loss on masked and corrupted positions);
+            0 is plain MaskGIT. Di[M]O's generator input is 60% [MASK] and 40% *random* tokens,
+            which a plain MaskGIT teacher never saw; this makes the copy G starts from read that
+            input as noise (our reading; the reference's ``get_mask_code`` has the same
+            random-token replacement as an option).
         sampling_steps: Default T of iterative sampling.
         guidance: Guidance ``w``; the scale ramps from 1 to ``1 + w`` over the T steps.
         gumbel_temperature: Confidence noise ``r`` (decays linearly to 0 over the steps).
@@ -172,9 +178,10 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         mlp_dim: int = 128,
         dropout: float = 0.1,
         label_dropout: float = 0.1,
+        corruption_prob: float = 0.0,
         sampling_steps: int = 8,
-        guidance: float = 2.0,
-        gumbel_temperature: float = 1.0,
+        guidance: float = 0.5,
+        gumbel_temperature: float = 4.5,
         classifier_width: int = 16,
         num_eval_samples: int = 200,
         optimizer: OptimizerCallable = _default_optimizer,
@@ -184,6 +191,7 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         super().__init__()
         _check_choice("tokenizer", tokenizer, ("scalar", "vq"))
         _check_number("label_dropout", label_dropout, 0.0, 1.0)
+        _check_number("corruption_prob", corruption_prob, 0.0, 1.0)
         _check_number("guidance", guidance)
         _check_number("gumbel_temperature", gumbel_temperature)
         check_scheduler_interval(scheduler_interval)
@@ -203,15 +211,24 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         return self.hparams.tokenizer == "vq" and self.global_step < self.hparams.tokenizer_steps
 
     def masked_token_loss(self, images: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """MaskGIT's loss: cross-entropy on a cosine-scheduled share of masked tokens."""
+        """MaskGIT's loss: cross-entropy on a cosine-scheduled share of masked (and corrupted) tokens."""
         with torch.no_grad():
             tokens = self.tokenizer.encode(images)
         u = torch.rand(tokens.shape[0], device=tokens.device, generator=generator)
         mask = mask_tokens(tokens, cosine_mask_ratio(u), generator)
         inputs = torch.where(mask, torch.full_like(tokens, self.transformer.mask_id), tokens)
+        predicted = mask
+        if self.hparams.corruption_prob > 0:
+            batch = tokens.shape[0]
+            corrupted_rows = torch.rand(batch, device=tokens.device, generator=generator) < self.hparams.corruption_prob
+            share = torch.rand(batch, 1, device=tokens.device, generator=generator) * corrupted_rows.unsqueeze(-1)
+            corrupted = (torch.rand(tokens.shape, device=tokens.device, generator=generator) < share) & ~mask
+            noise = torch.randint(0, self.transformer.vocab_size, tokens.shape, device=tokens.device, generator=generator)
+            inputs = torch.where(corrupted, noise, inputs)
+            predicted = mask | corrupted
         drop = torch.rand(tokens.shape[0], device=tokens.device, generator=generator) < self.hparams.label_dropout
         logits = self.transformer(inputs, labels, drop)
-        return F.cross_entropy(logits[mask], tokens[mask])
+        return F.cross_entropy(logits[predicted], tokens[predicted])
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

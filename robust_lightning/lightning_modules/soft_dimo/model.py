@@ -366,7 +366,9 @@ def maskgit_sample(model: MaskedTokenTransformer, labels: Tensor, steps: int = 8
     Follows the reference's ``val_sample``: at step ``i`` of ``T`` the guidance scale is
     ``guidance * i / (T - 1) + 1`` (ramp; constant ``1 + guidance`` with ``guidance_ramp=False``),
     tokens are sampled from the softmax, their confidence ``log p + r * Gumbel * (1 - i/(T-1))``
-    ranks the still-masked positions and the ``schedule[i]`` most confident are kept.
+    ranks the still-masked positions and the ``schedule[i]`` most confident are kept. With
+    ``T=1`` (where the reference's ramp divides by zero) every token is sampled at once at the
+    final scale ``1 + guidance``.
     """
     batch, length = labels.shape[0], model.sequence_length
     device = labels.device

@@ -178,3 +178,17 @@ def test_resume_round_trip_keeps_every_network(teacher_path: Path, tmp_path: Pat
     torch.testing.assert_close(restored.ema_generator.output_bias, model.ema_generator.output_bias)
     for a, b in zip(restored.generator.parameters(), model.generator.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_corruption_trains_the_teacher_on_random_tokens_too() -> None:
+    torch.manual_seed(0)
+    images, labels = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
+    plain = MaskedTokenTeacher(dim=16, depth=1, heads=2, mlp_dim=32, classifier_width=4)
+    corrupted = MaskedTokenTeacher(dim=16, depth=1, heads=2, mlp_dim=32, classifier_width=4, corruption_prob=1.0)
+    corrupted.load_state_dict(plain.state_dict())
+    same = [plain.masked_token_loss(images, labels, torch.Generator().manual_seed(3)) for _ in range(2)]
+    torch.testing.assert_close(same[0], same[1])
+    other = corrupted.masked_token_loss(images, labels, torch.Generator().manual_seed(3))
+    assert torch.isfinite(other) and not torch.equal(other, same[0])
+    with pytest.raises(InvalidArgumentError, match="corruption_prob"):
+        MaskedTokenTeacher(corruption_prob=1.5)
