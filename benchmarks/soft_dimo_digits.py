@@ -21,6 +21,9 @@ Usage::
 
     python benchmarks/soft_dimo_digits.py                 # 3 seeds -> benchmarks/results/soft_dimo_digits.json
     python benchmarks/soft_dimo_digits.py --seeds 0 --set distill_steps=200 --out /tmp/quick.json
+    # seeds as parallel single-thread processes, then one JSON (same numbers as one process):
+    for s in 0 1 2; do python benchmarks/soft_dimo_digits.py --seeds $s --out /tmp/sd_$s.json & done; wait
+    python benchmarks/soft_dimo_digits.py --merge /tmp/sd_0.json /tmp/sd_1.json /tmp/sd_2.json
 """
 
 from __future__ import annotations
@@ -55,12 +58,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "soft_dimo_digits.json"
 
 DEFAULTS: dict[str, Any] = {
     "num_levels": 8, "dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "batch_size": 32,
-    "teacher_steps": 1200, "teacher_lr": 1e-3, "teacher_guidance": 0.5, "gumbel_temperature": 4.5,
-    "teacher_steps_eval": 8,
-    "distill_steps": 300, "distill_lr": 1e-4, "teacher_cfg_scale": 2.0, "auxiliary_rounds": 1,
-    "embedding_noise": 0.1, "ema_decay": 0.999, "gan_weight": 0.1, "reward_weight": 0.05,
+    "teacher_steps": 600, "teacher_lr": 1e-3, "teacher_guidance": 0.5, "gumbel_temperature": 4.5,
+    "teacher_steps_eval": 8, "corruption_prob": 0.5,
+    "distill_steps": 150, "distill_lr": 1e-3, "teacher_cfg_scale": 1.5, "auxiliary_rounds": 1,
+    "embedding_noise": 0.1, "ema_decay": 0.999, "gan_weight": 0.5, "reward_weight": 0.05,
     "tteo_steps": 10, "tteo_lr": 0.05,
-    "judge_epochs": 20, "num_samples": 500,
+    "judge_epochs": 10, "num_samples": 300,
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "dimo": {"cls": "dimo", "output": "sample"},
@@ -125,7 +128,7 @@ def run_seed(seed: int, settings: dict[str, Any], variants: list[str], workdir: 
     pl.seed_everything(seed, verbose=False)
     teacher = MaskedTokenTeacher(
         num_levels=settings["num_levels"], dim=settings["dim"], depth=settings["depth"], heads=settings["heads"],
-        mlp_dim=settings["mlp_dim"], guidance=settings["teacher_guidance"],
+        mlp_dim=settings["mlp_dim"], guidance=settings["teacher_guidance"], corruption_prob=settings["corruption_prob"],
         gumbel_temperature=settings["gumbel_temperature"], sampling_steps=settings["teacher_steps_eval"],
         optimizer=lambda p: torch.optim.AdamW(p, lr=settings["teacher_lr"], weight_decay=0.0))
     trainer = _trainer(settings["teacher_steps"])
@@ -146,6 +149,10 @@ def run_seed(seed: int, settings: dict[str, Any], variants: list[str], workdir: 
     rows["teacher_T1"] = _evaluate(judge, real, labels, teacher_sampler(1))
     rows["teacher_T1_no_guidance"] = _evaluate(judge, real, labels, teacher_sampler(1, guidance=0.0))
 
+    # The generator before distillation (the teacher copy on Di[M]O's 60%-[MASK] / random-token input).
+    untrained = DiMODistillation(teacher_checkpoint=str(checkpoint), embedding_noise=settings["embedding_noise"])
+    rows["student_init"] = _evaluate(judge, real, labels,
+                                     lambda: untrained.sample(labels, generator=torch.Generator().manual_seed(seed)))
     for name in variants:
         variant = dict(VARIANTS[name])
         pl.seed_everything(seed, verbose=False)
@@ -210,14 +217,36 @@ def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[Path], out: Path) -> dict[str, Any]:
+    """One result from per-seed runs with identical settings (e.g. seeds run as parallel processes)."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    if any(part["settings"] != parts[0]["settings"] for part in parts):
+        raise SystemExit("--merge: the runs were made with different settings")
+    per_seed = {int(seed): rows for part in parts for seed, rows in part["per_seed"].items()}
+    result = {
+        "command": " && ".join(part["command"] for part in parts),
+        "settings": parts[0]["settings"], "seeds": sorted(per_seed), "threads": parts[0]["threads"],
+        "elapsed_seconds": max(part["elapsed_seconds"] for part in parts),
+        "per_seed": {str(seed): per_seed[seed] for seed in sorted(per_seed)},
+        "summary": summarise({seed: per_seed[seed] for seed in sorted(per_seed)}),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result["summary"]))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["dimo", "soft_no_gan", "soft_dimo"], choices=list(VARIANTS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine per-seed JSONs of this script into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     settings = {**DEFAULTS, **parse_settings(args.overrides, DEFAULTS)}
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

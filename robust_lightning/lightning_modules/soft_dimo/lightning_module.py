@@ -363,8 +363,9 @@ class DiMODistillation(_SampleGrids, pl.LightningModule):
         teacher_checkpoint: Checkpoint of :class:`MaskedTokenTeacher`
             (``configs/soft_dimo/teacher.yaml``); loaded with ``weights_only=True``.
         input_mask_ratio: Share of [MASK] in G's input (reference ``fixed_ratio: fix_0.6``).
-        embedding_noise: Noise level on G's input embeddings (reference config
-            ``noise_emb_perturb: fix_0.1``; its function default is 0).
+        embedding_noise: Noise level ``s`` on G's input embeddings, ``s * std(E) * n + sqrt(1 - s^2) * e``
+            (reference config ``noise_emb_perturb: fix_0.1``, its function default 0; the reference
+            noise is unit-scale, ours is scaled by the embedding table's std).
         divergence: ``"fkl"`` (reference config ``Jeffreys_0.`` = FKL), ``"rkl"`` (the
             function default) or ``"jeffreys"``.
         jeffreys_beta: Weight of the reverse KL in ``"jeffreys"``.
@@ -487,7 +488,10 @@ class DiMODistillation(_SampleGrids, pl.LightningModule):
         embeddings = network.embed_tokens(tokens)
         noise_level = float(self.hparams.embedding_noise)
         if noise_level > 0:
-            noise = torch.randn(embeddings.shape, device=embeddings.device, generator=generator)
+            # The reference mixes unit Gaussian noise into embeddings of roughly unit scale; ours
+            # are ~0.05 per dimension, so the noise is scaled to the table's std (our reading).
+            scale = network.token_embedding.weight[: network.vocab_size].detach().std()
+            noise = torch.randn(embeddings.shape, device=embeddings.device, generator=generator) * scale
             embeddings = noise_level * noise + (1.0 - noise_level**2) ** 0.5 * embeddings
         return embeddings
 

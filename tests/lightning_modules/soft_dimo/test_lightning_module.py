@@ -186,6 +186,7 @@ def test_corruption_trains_the_teacher_on_random_tokens_too() -> None:
     plain = MaskedTokenTeacher(dim=16, depth=1, heads=2, mlp_dim=32, classifier_width=4)
     corrupted = MaskedTokenTeacher(dim=16, depth=1, heads=2, mlp_dim=32, classifier_width=4, corruption_prob=1.0)
     corrupted.load_state_dict(plain.state_dict())
+    plain.eval(), corrupted.eval()  # no dropout: the two losses differ by the corruption only
     same = [plain.masked_token_loss(images, labels, torch.Generator().manual_seed(3)) for _ in range(2)]
     torch.testing.assert_close(same[0], same[1])
     other = corrupted.masked_token_loss(images, labels, torch.Generator().manual_seed(3))
