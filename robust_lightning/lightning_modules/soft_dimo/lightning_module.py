@@ -245,16 +245,14 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         self.log("train/loss", loss)
         return loss
 
-    @override
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def _evaluation_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         images, labels = batch[0], batch[1]
         generator = torch.Generator(device=images.device).manual_seed(batch_idx)
-        self.log("val/token_loss", self.masked_token_loss(images, labels, generator))
-        self.log("val/classifier_acc", (self.classifier(images).argmax(-1) == labels).float().mean())
+        self.log(f"{stage}/token_loss", self.masked_token_loss(images, labels, generator))
+        self.log(f"{stage}/classifier_acc", (self.classifier(images).argmax(-1) == labels).float().mean())
         self._val_images.append(images)
 
-    @override
-    def on_validation_epoch_end(self) -> None:
+    def _evaluation_epoch_end(self, stage: str) -> None:
         real = torch.cat(self._val_images) if self._val_images else None
         self._val_images = []
         if real is None or real.shape[0] < 4:
@@ -267,9 +265,26 @@ class MaskedTokenTeacher(_SampleGrids, pl.LightningModule):
         elapsed = time.perf_counter() - start
         quality = sample_quality(self.classifier, real, fake, labels)
         for name, value in quality.items():
-            self.log(f"val/{name}", value)
-        self.log("val/samples_per_second", count / max(elapsed, 1e-9))
-        self._log_sample_grid(fake, "teacher")
+            self.log(f"{stage}/{name}", value)
+        self.log(f"{stage}/samples_per_second", count / max(elapsed, 1e-9))
+        if stage == "val":
+            self._log_sample_grid(fake, "teacher")
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "val")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_epoch_end("val")
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "test")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_epoch_end("test")
 
     @torch.no_grad()
     def sample(self, labels: Tensor, steps: int | None = None, guidance: float | None = None,
@@ -657,12 +672,7 @@ class DiMODistillation(_SampleGrids, pl.LightningModule):
                 probs = torch.softmax(network(None, labels, input_embeddings=embeddings), -1)
                 return self.tokenizer.decode_probs(probs).detach()
 
-    @override
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._val_images.append(batch[0])
-
-    @override
-    def on_validation_epoch_end(self) -> None:
+    def _evaluation_epoch_end(self, stage: str) -> None:
         real = torch.cat(self._val_images) if self._val_images else None
         self._val_images = []
         if real is None or real.shape[0] < 4:
@@ -674,9 +684,26 @@ class DiMODistillation(_SampleGrids, pl.LightningModule):
         fake = self.sample(labels, generator=generator)
         elapsed = time.perf_counter() - start
         for name, value in sample_quality(self.classifier, real, fake, labels).items():
-            self.log(f"val/{name}", value)
-        self.log("val/samples_per_second", count / max(elapsed, 1e-9))
-        self._log_sample_grid(fake, "student")
+            self.log(f"{stage}/{name}", value)
+        self.log(f"{stage}/samples_per_second", count / max(elapsed, 1e-9))
+        if stage == "val":
+            self._log_sample_grid(fake, "student")
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._val_images.append(batch[0])
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_epoch_end("val")
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._val_images.append(batch[0])
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_epoch_end("test")
 
     @override
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
