@@ -59,6 +59,8 @@ def test_teacher_trains_samples_and_validates(tmp_path: Path) -> None:
     for key in ("val/classifier_fd", "val/class_accuracy", "val/precision", "val/recall", "val/samples_per_second"):
         assert key in metrics, key
     assert list((tmp_path / "samples").glob("teacher_epoch*.png")), "a PNG grid per validation epoch"
+    tested = trainer.test(teacher, dataloaders=_loader(), verbose=False)[0]
+    assert "test/classifier_fd" in tested and "test/token_loss" in tested
     images = teacher.sample(torch.arange(5), steps=1)
     assert images.shape == (5, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
 
@@ -130,6 +132,8 @@ def test_dimo_step_updates_generator_and_auxiliary_not_the_teacher(teacher_path:
     # Reference fix_emb_layer: embeddings and the output bias of G stay the teacher's.
     torch.testing.assert_close(model.generator.token_embedding.weight, model.teacher.token_embedding.weight)
     assert model.sample(torch.arange(4)).shape == (4, 1, 8, 8)
+    tested = trainer.test(model, dataloaders=_loader(), verbose=False)[0]
+    assert {"test/classifier_fd", "test/class_accuracy", "test/recall"} <= set(tested)
 
 
 def test_soft_dimo_trains_the_discriminator_and_passes_gan_and_reward_gradients(teacher_path: Path,
