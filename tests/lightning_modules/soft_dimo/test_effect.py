@@ -7,7 +7,7 @@ the held-out test digits. The mechanism does NOT win here, and this asserts what
 (benchmarks/results/soft_dimo_digits.json, seeds 0/1/2): the Soft-Di[M]O student's classifier-FD is
 3.0-3.9x the one-step teacher's (132/79/197 vs 34/26/52) because its samples collapse to few modes
 (recall 0.01-0.15 vs the teacher's 0.66-0.75), while it samples 18-23x faster than the 8-step teacher.
-
+"""
 
 from __future__ import annotations
 
