@@ -43,16 +43,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._settings import parse_settings  # noqa: E402
-from robust_lightning.datamodules import DigitsDataModule  # noqa: E402
-from robust_lightning.lightning_modules.soft_dimo import (  # noqa: E402
+from benchmarks._settings import parse_settings
+from robust_lightning.datamodules import DigitsDataModule
+from robust_lightning.lightning_modules.soft_dimo import (
     DigitFeatureClassifier,
     DiMODistillation,
     MaskedTokenTeacher,
     SoftDiMODistillation,
     sample_quality,
 )
-from robust_lightning.lightning_modules.soft_dimo.lightning_module import balanced_labels  # noqa: E402
+from robust_lightning.lightning_modules.soft_dimo.lightning_module import (
+    balanced_labels,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soft_dimo_digits.json"
 
@@ -172,13 +174,15 @@ def run_seed(seed: int, settings: dict[str, Any], variants: list[str], workdir: 
         _trainer(settings["distill_steps"]).fit(model, datamodule=data)
         train_seconds = time.perf_counter() - started
         model.eval()
-        rows[name] = _evaluate(judge, real, labels, lambda: model.sample(labels, generator=torch.Generator().manual_seed(seed)))
+        rows[name] = _evaluate(judge, real, labels,
+                               lambda model=model: model.sample(labels, generator=torch.Generator().manual_seed(seed)))
         rows[name]["train_seconds"] = train_seconds
         print(f"  seed {seed}: {name} trained in {train_seconds:.0f}s, classifier-FD {rows[name]['classifier_fd']:.2f}",
               flush=True)
         if name == "soft_dimo" and settings["tteo_steps"] > 0:
             rows["soft_dimo_tteo"] = _evaluate(
-                judge, real, labels, lambda: model.sample_with_tteo(labels, generator=torch.Generator().manual_seed(seed)))
+                judge, real, labels,
+                lambda model=model: model.sample_with_tteo(labels, generator=torch.Generator().manual_seed(seed)))
     reference_speed = rows[f"teacher_T{t_eval}"]["samples_per_second"]
     for row in rows.values():
         if "samples_per_second" in row:

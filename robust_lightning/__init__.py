@@ -93,6 +93,7 @@ __all__ = [
     "DDoSDetector",
     "DRSFClassifier",
     "DetectionAttack",
+    "DiMODistillation",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
     "FlowDataModule",
@@ -102,6 +103,7 @@ __all__ = [
     "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "MaskedTokenTeacher",
     "NeroNetClassifier",
     "NeroNetSearch",
     "Normalize",
@@ -113,6 +115,7 @@ __all__ = [
     "SIADataModule",
     "SIAInject",
     "SmallCNN",
+    "SoftDiMODistillation",
     "Square",
     "SyntheticDigitsDataModule",
     "SyntheticThermalDataModule",
@@ -128,8 +131,4 @@ __all__ = [
     "hessian_diag_norm",
     "pgd",
     "swap_activations",
-    # Di[M]O / Soft-Di[M]O
-    "DiMODistillation",
-    "MaskedTokenTeacher",
-    "SoftDiMODistillation",
 ]

@@ -36,9 +36,19 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from typing_extensions import override
 
-from robust_lightning.errors import CheckpointError, InvalidArgumentError, PrerequisiteError
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
-from robust_lightning.lightning_modules.soft_dimo.metrics import sample_quality, save_sample_grid
+from robust_lightning.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    PrerequisiteError,
+)
+from robust_lightning.lightning_modules._optim import (
+    check_scheduler_interval,
+    optimizers_config,
+)
+from robust_lightning.lightning_modules.soft_dimo.metrics import (
+    sample_quality,
+    save_sample_grid,
+)
 from robust_lightning.lightning_modules.soft_dimo.model import (
     DigitFeatureClassifier,
     ImageDiscriminator,

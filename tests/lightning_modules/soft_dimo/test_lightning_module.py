@@ -10,7 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from robust_lightning.errors import CheckpointError, InvalidArgumentError, PrerequisiteError
+from robust_lightning.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    PrerequisiteError,
+)
 from robust_lightning.lightning_modules.soft_dimo import (
     DiMODistillation,
     MaskedTokenTeacher,
