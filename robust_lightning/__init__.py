@@ -66,6 +66,11 @@ from robust_lightning.lightning_modules.sia import (
     SIAInject,
     depth_upscale,
 )
+from robust_lightning.lightning_modules.soft_dimo import (
+    DiMODistillation,
+    MaskedTokenTeacher,
+    SoftDiMODistillation,
+)
 from robust_lightning.lightning_modules.voltage_rl import VoltVarDataModule, VoltVarTD3
 from robust_lightning.nn import (
     GradientReversal,
@@ -101,6 +106,7 @@ __all__ = [
     "DDoSDetector",
     "DRSFClassifier",
     "DetectionAttack",
+    "DiMODistillation",
     "DigitsDataModule",
     "EarlyStoppedPGD",
     "DomainGeneralizationDataModule",
@@ -112,6 +118,7 @@ __all__ = [
     "KGATDetector",
     "LaplacianSharpen",
     "LaplacianSharpening",
+    "MaskedTokenTeacher",
     "MethodSpec",
     "NeroNetClassifier",
     "NeroNetSearch",
@@ -126,6 +133,7 @@ __all__ = [
     "SIADataModule",
     "SIAInject",
     "SmallCNN",
+    "SoftDiMODistillation",
     "Square",
     "SyntheticDigitsDataModule",
     "SyntheticThermalDataModule",

@@ -230,6 +230,16 @@ _SPECS = (
         summary="Preemptive Laplacian sharpening against transfer attacks (Liang & Pun): a callback, "
                 "LaplacianSharpening, on a RobustClassifier",
     ),
+    MethodSpec(
+        name="soft_dimo",
+        module=f"{_LM}.soft_dimo.SoftDiMODistillation",
+        datamodules=(f"{_DM}.DigitsDataModule",),
+        configs=("soft_dimo/dimo.yaml", "soft_dimo/soft_dimo.yaml", "soft_dimo/teacher.yaml"),
+        extra=None,
+        summary="Di[M]O / Soft-Di[M]O: one-step discrete image generation distilled from a MaskGIT teacher "
+                "(Zhu et al.), soft embeddings + GAN + reward",
+        other_modules=(f"{_LM}.soft_dimo.MaskedTokenTeacher", f"{_LM}.soft_dimo.DiMODistillation"),
+    ),
 )
 
 #: Method name -> :class:`MethodSpec` (read-only).
