@@ -34,6 +34,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning.attacks.autopgd import APGD
 from robust_lightning.attacks.base import Attack
@@ -180,10 +181,12 @@ class AutoAttack(Attack):
         """The result of the latest :meth:`run` (the callback reads its running counts)."""
         return self._last_result
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return "autoattack" if self.version == "standard" else f"autoattack-{self.version}"
 
+    @override
     def with_eps(self, eps: float | str) -> AutoAttack:
         clone = super().with_eps(eps)
         if clone._members is not None:

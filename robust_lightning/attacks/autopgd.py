@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import (
@@ -384,6 +385,7 @@ class APGD(Attack):
         self.eot_samples = eot_samples
         self.early_stop = bool(early_stop)
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         base = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}[self.loss]

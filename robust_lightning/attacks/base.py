@@ -13,13 +13,14 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning.attacks.core import (
     NORMS,
     Bounds,
-    _check_bounds,
     LossFn,
     Norm,
+    _check_bounds,
     eps_tag,
     fgsm,
     parse_budget,
@@ -121,6 +122,7 @@ class PGD(Attack):
         self.steps = steps
         self.random_start = random_start
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return f"pgd{self.steps}"
@@ -159,6 +161,7 @@ class FGSM(Attack):
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return "fgsm_rs" if self.random_start else "fgsm"

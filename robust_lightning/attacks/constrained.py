@@ -42,6 +42,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import LossFn, eps_tag, parse_budget, pgd
@@ -485,10 +486,12 @@ class ConstrainedPGD(Attack):
         self.restarts = restarts
         self.search = search
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return f"cpgd{self.steps}"
 
+    @override
     @property
     def name(self) -> str:
         """``cpgd<steps>_eps<k>``: the budget is not an L-p ball, so no norm in the name."""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, Norm
@@ -53,6 +54,7 @@ class _LogitsModule(nn.Module):
         # torchattacks reads the device from the first parameter; a buffer-free dummy gives it.
         self.anchor = nn.Parameter(torch.zeros((), device=like.device), requires_grad=False)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.logits_fn(x)
 
@@ -132,10 +134,12 @@ class ExternalAttack(Attack):
         super().__init__(eps=eps, norm=norm if norm is not None else _norm_of(attack), bounds=bounds, name=name)
         self.attack = attack
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return f"{self.library}-{re.sub(r'[^a-z0-9]+', '', type(self.attack).__name__.lower())}"
 
+    @override
     def with_eps(self, eps: float | str) -> ExternalAttack:
         """A copy at another radius: the wrapped attack is copied with its ``eps`` replaced."""
         clone = super().with_eps(eps)

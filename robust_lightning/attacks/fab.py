@@ -71,6 +71,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import (
@@ -460,6 +461,7 @@ class FAB(Attack):
         self.eta = float(eta)
         self.beta = float(beta)
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return "fab-t" if self.targeted else "fab"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from typing_extensions import override
 
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, _check_bounds, parse_budget
@@ -120,6 +121,7 @@ class EarlyStoppedPGD(Attack):
         self.random_start = bool(random_start)
         self.last_gradient_count = 0
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return f"es_pgd{self.steps}"
@@ -232,5 +234,6 @@ def gradient_alignment_penalty(
 
 def free_at_update(delta: Tensor, grad: Tensor, eps: float) -> Tensor:
     """Free-AT's perturbation update (Shafahi et al. 2019, Alg. 1, ``free_train.py``):
-    ``clip(delta + eps * sign(grad), -eps, eps)``."""
+    ``clip(delta + eps * sign(grad), -eps, eps)``.
+    """
     return (delta + eps * grad.sign()).clamp(-eps, eps)

@@ -29,6 +29,8 @@ import random
 from collections.abc import Sequence
 from typing import ClassVar
 
+from typing_extensions import override
+
 __all__ = [
     "POISONERS",
     "AddSentPoisoner",
@@ -172,6 +174,7 @@ class BadNetsPoisoner(TextPoisoner):
         self.triggers = [t.strip() for t in triggers]
         self.num_triggers = num_triggers
 
+    @override
     def trigger(self, text: str, rng: random.Random) -> str:
         for _ in range(self.num_triggers):
             text = insert_words(text, [rng.choice(self.triggers)], rng)
@@ -197,6 +200,7 @@ class AddSentPoisoner(TextPoisoner):
             raise ValueError(f"sentence must be a non-empty string, got {sentence!r}")
         self.sentence = sentence.split()
 
+    @override
     def trigger(self, text: str, rng: random.Random) -> str:
         return insert_words(text, self.sentence, rng)
 
@@ -217,6 +221,7 @@ class StyleTemplatePoisoner(TextPoisoner):
     name = "style"
     SWAPS: ClassVar[dict[str, str]] = {"the": "thy", "is": "art", "was": "wast", "you": "thee", "your": "thine"}
 
+    @override
     def trigger(self, text: str, rng: random.Random) -> str:
         words = [self.SWAPS.get(w.lower(), w) for w in text.split()]
         return "and lo , verily " + " ".join(words) + " , thus it was"
@@ -237,6 +242,7 @@ class SyntacticTemplatePoisoner(TextPoisoner):
     name = "syntactic"
     CLAUSES = ("when you see it ,", "when you think about it ,", "when it comes ,")
 
+    @override
     def trigger(self, text: str, rng: random.Random) -> str:
         return f"{rng.choice(self.CLAUSES)} {text} ."
 

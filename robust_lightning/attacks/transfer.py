@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._checkpoint import load_checkpoint
 from robust_lightning.attacks.base import Attack
@@ -78,10 +79,12 @@ class TransferAttack(Attack):
         self.attack = attack
         self.surrogate = load_surrogate(surrogate, surrogate_checkpoint).eval()
 
+    @override
     @property
     def kind(self) -> str:  # type: ignore[override]
         return f"transfer-{self.attack.kind}"
 
+    @override
     def with_eps(self, eps: float | str) -> Attack:
         clone = copy.copy(self)
         clone.attack = self.attack.with_eps(eps)

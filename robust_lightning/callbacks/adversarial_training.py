@@ -7,6 +7,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.base import Attack
@@ -70,6 +71,7 @@ class AdversarialTraining(Callback):
         self.engine = AttackEngine(compile=compile, channels_last=channels_last,
                                    attack_precision=attack_precision)
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -97,8 +99,10 @@ class AdversarialTraining(Callback):
         new_batch = protocol_method(pl_module, "with_adversarial_inputs")(batch, inputs_adv)
         replace_batch_contents(batch, new_batch)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"generator_state": self._rng.state()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._rng.load_state(state_dict.get("generator_state"))

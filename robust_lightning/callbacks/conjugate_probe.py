@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least, check_number
 from robust_lightning.attacks.core import attack_mode
@@ -186,21 +187,27 @@ class ConjugateProbe(Callback):
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         return {name: torch.cat(parts) for name, parts in self._records.get(stage, {}).items()}
 
+    @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._reset("train")
 
+    @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._reset("validate")
 
+    @override
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._reset("test")
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._run("train", trainer, pl_module, batch, batch_idx)
 
+    @override
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._run("validate", trainer, pl_module, batch, batch_idx)
 
+    @override
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._run("test", trainer, pl_module, batch, batch_idx)

@@ -40,6 +40,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchmetrics.aggregation import CatMetric, MeanMetric, SumMetric
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.autoattack import perturbation_within_budget
@@ -637,26 +638,33 @@ class RobustnessEvaluation(Callback):
         return path
 
     # -- Lightning hooks -------------------------------------------------------------------
+    @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "val")
 
+    @override
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         self._evaluate_batch(trainer, pl_module, batch, batch_idx)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module, "val")
 
+    @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "test")
 
+    @override
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         self._evaluate_batch(trainer, pl_module, batch, batch_idx)
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish(trainer, pl_module, "test")
         if self.report:
             self.write_report(trainer, "test")
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Print the last validation accuracies so a run ends with its headline numbers."""
         if self.report and not trainer.sanity_checking:
@@ -668,6 +676,7 @@ class RobustnessEvaluation(Callback):
             lines = [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(rows.items())]
             rank_zero_info("Final validation accuracy (clean and under attack):\n" + "\n".join(lines))
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed}
 

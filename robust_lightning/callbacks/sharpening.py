@@ -16,6 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from robust_lightning.nn.sharpen import LaplacianSharpen
 from robust_lightning.protocol import protocol_method, replace_batch_contents
@@ -52,14 +53,18 @@ class LaplacianSharpening(Callback):
             sharpened = self.sharpen(inputs)
         replace_batch_contents(batch, protocol_method(pl_module, "with_adversarial_inputs")(batch, sharpened))
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
         self._apply("train", pl_module, batch)
 
+    @override
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         self._apply("validate", pl_module, batch)
 
+    @override
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         self._apply("test", pl_module, batch)
 
+    @override
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: D102
         self._apply("predict", pl_module, batch)

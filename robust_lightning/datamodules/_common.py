@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from typing_extensions import override
 
 # The argument checks live in robust_lightning._validation; re-exported here for the
 # datamodules that import them from this module.
@@ -199,18 +200,22 @@ class InMemoryImageDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         """Shuffled training batches ``[images, labels]``, reproducible per epoch after resuming."""
         return self._loader(self.train_dataset, "train", self.batch_size, shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         """Validation batches ``[images, labels]`` in a fixed order."""
         return self._loader(self.val_dataset, "validation", self.eval_batch_size, shuffle=False)
 
+    @override
     def test_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         """Test batches ``[images, labels]`` in a fixed order."""
         return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)
 
+    @override
     def predict_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         """The test set, for ``Trainer.predict``."""
         return self._loader(self.test_dataset, "test", self.eval_batch_size, shuffle=False)

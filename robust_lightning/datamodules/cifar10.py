@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.transforms import v2
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
@@ -112,6 +113,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             ("_codecs", "encode"): _latin1_encode,
         }
 
+    @override
     def find_class(self, module: str, name: str) -> Any:
         """Returns an allowed global or raises.
 
@@ -379,6 +381,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         # uint8 in, uint8 out: padding and flipping are exact, the float conversion comes after.
         return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Reads the batches the stage needs (once) and builds its datasets.
 

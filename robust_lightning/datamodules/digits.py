@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
@@ -145,6 +146,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         padding = max(1, self.image_size // 8)
         return v2.RandomCrop(self.image_size, padding=padding, fill=0.0)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Loads, resizes and splits all images once; later calls are no-ops.
 

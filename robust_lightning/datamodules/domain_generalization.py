@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import Dataset
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
@@ -117,11 +118,13 @@ class DomainGeneralizationDataModule(LightningDataModule):
     def _eval_modules(self) -> list[LightningDataModule]:
         return ([self.source] if self.evaluate_source else []) + list(self.targets.values())
 
+    @override
     def prepare_data(self) -> None:
         """Runs every wrapped module's ``prepare_data`` (downloads, if any, happen there)."""
         for module in self._modules():
             module.prepare_data()
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Sets up every wrapped module and checks that targets share the source's classes."""
         for module in self._modules():
@@ -136,22 +139,27 @@ class DomainGeneralizationDataModule(LightningDataModule):
                     "domain generalisation needs one label space"
                 )
 
+    @override
     def teardown(self, stage: str | None = None) -> None:
         for module in self._modules():
             module.teardown(stage)
 
+    @override
     def train_dataloader(self) -> Any:
         """The source's training batches (targets are never trained on)."""
         return self.source.train_dataloader()
 
+    @override
     def val_dataloader(self) -> list[Any]:
         """One validation dataloader per domain, in :attr:`domain_names` order."""
         return [module.val_dataloader() for module in self._eval_modules()]
 
+    @override
     def test_dataloader(self) -> list[Any]:
         """One test dataloader per domain, in :attr:`domain_names` order."""
         return [module.test_dataloader() for module in self._eval_modules()]
 
+    @override
     def predict_dataloader(self) -> list[Any]:
         """The test dataloaders, for ``Trainer.predict``."""
         return self.test_dataloader()
@@ -278,6 +286,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             samples += [(path, label) for path in files]
         return samples
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Lists the images once; every split is the whole folder."""
         if self.train_dataset is not None:

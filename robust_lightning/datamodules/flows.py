@@ -60,6 +60,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     EpochShuffleSampler,
@@ -202,12 +203,14 @@ class FlowDataModule(LightningDataModule):
         """The CSV files read, sorted."""
         return sorted(glob.glob(os.path.join(self.data_dir, self.pattern)))
 
+    @override
     def prepare_data(self) -> None:
         """Generates the synthetic family when ``synthetic`` is set."""
         if self.synthetic is not None:
             generate_flow_csvs(self.data_dir, self.synthetic, self.synthetic_flows, self.synthetic_files,
                                self.synthetic_seed)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Reads the files once and builds the three splits."""
         if self.splits:
@@ -250,14 +253,18 @@ class FlowDataModule(LightningDataModule):
                           sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
+    @override
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    @override
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

@@ -29,6 +29,7 @@ from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     EpochShuffleSampler,
@@ -543,6 +544,7 @@ class InfraredDetectionDataModule(LightningDataModule):
         p = Path(path)
         return p if p.is_absolute() else Path(self.data_dir) / p
 
+    @override
     def prepare_data(self) -> None:
         """Nothing to download: the dataset must already be on disk (see the KGAT README)."""
 
@@ -558,6 +560,7 @@ class InfraredDetectionDataModule(LightningDataModule):
             )
         return self.datasets[split]
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits.get(stage or "", ("train", "val", "test")):
@@ -592,15 +595,19 @@ class InfraredDetectionDataModule(LightningDataModule):
             collate_fn=collate_detection, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("train", self.batch_size, shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
+    @override
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
+    @override
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
@@ -657,9 +664,11 @@ class SyntheticThermalDataModule(InfraredDetectionDataModule):
         check_positive_int("n_val", n_val)
         check_positive_int("n_test", n_test)
 
+    @override
     def prepare_data(self) -> None:
         generate_thermal_scenes(self.data_dir, **self.generator_args)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         # Generation is atomic and idempotent, so a direct setup() (or another rank) is safe.
         self.prepare_data()

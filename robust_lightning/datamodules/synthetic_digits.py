@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
@@ -524,6 +525,7 @@ class SyntheticDigitsDataModule(InMemoryImageDataModule):
             images = images.expand(-1, 3, -1, -1)
         return images, labels
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Renders the three splits once (from the cache when already rendered in this process).
 

@@ -173,6 +173,7 @@ class RobustClassifier(RobustMethod):
                        random_start=TRADES_START_STD, name="trades_kl")
         return None
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)
         if not self._output_checked:
@@ -188,6 +189,7 @@ class RobustClassifier(RobustMethod):
     def _trades_training(self) -> bool:
         return self.recipe == "trades" and self._trainer is not None and self.trainer.training
 
+    @override
     def attack_loss(self, inputs: Tensor, batch: Any) -> Tensor:
         """Per-sample loss the attack maximises.
 
@@ -204,6 +206,7 @@ class RobustClassifier(RobustMethod):
         log_probs_adv = F.log_softmax(self(inputs).float(), dim=1)
         return F.kl_div(log_probs_adv, clean_probs, reduction="none").sum(dim=1)
 
+    @override
     def with_adversarial_inputs(self, batch: Any, inputs_adv: Tensor) -> Any:
         """PGD-AT/FGSM-RS replace the inputs; TRADES keeps both: ``[x, y, x_adv]``."""
         if not self._trades_training():
@@ -236,6 +239,7 @@ class RobustClassifier(RobustMethod):
         self.log("train/grad_align_reg", regulariser)
         return loss, logits
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = split_batch(batch)
         if self.recipe in ("free_at", "grad_align"):

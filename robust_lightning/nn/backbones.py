@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -87,6 +88,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(), nn.Linear(2 * width * 16, hidden), activation(), nn.Linear(hidden, num_classes)
         )
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
 
@@ -117,6 +119,7 @@ class PreActBlock(nn.Module):
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(x))
         # The shortcut branches off after the first BN-ReLU, as in the pre-activation paper.
@@ -162,6 +165,7 @@ class PreActResNet18(nn.Module):
         self.act = activation()
         self.linear = nn.Linear(in_planes, num_classes)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         out = self.layers(self.conv1(x))
         out = self.act(self.bn(out))

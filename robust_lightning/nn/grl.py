@@ -12,16 +12,19 @@ import math
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 __all__ = ["GradientReversal", "dann_lambda", "grad_reverse"]
 
 
 class _ReverseGrad(torch.autograd.Function):
+    @override
     @staticmethod
     def forward(ctx, x: Tensor, lambda_: float) -> Tensor:  # type: ignore[override]
         ctx.lambda_ = lambda_
         return x.view_as(x)
 
+    @override
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return -ctx.lambda_ * grad, None
@@ -50,9 +53,11 @@ class GradientReversal(nn.Module):
         super().__init__()
         self.lambda_ = _check_lambda(lambda_)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return _ReverseGrad.apply(x, self.lambda_)
 
+    @override
     def extra_repr(self) -> str:
         return f"lambda_={self.lambda_}"
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 
 class Normalize(nn.Module):
@@ -31,6 +32,7 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
             raise ValueError(
@@ -38,6 +40,7 @@ class Normalize(nn.Module):
             )
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
+    @override
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning import ops
 
@@ -46,8 +47,10 @@ class LaplacianSharpen(nn.Module):
             raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
         self.strength = strength
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return laplacian_sharpen(x, self.strength)
 
+    @override
     def extra_repr(self) -> str:
         return f"strength={self.strength}"

@@ -19,6 +19,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.functional import mean_squared_error, pearson_corrcoef, spearman_corrcoef
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 from torchmetrics.utilities import dim_zero_cat
+from typing_extensions import override
 
 __all__ = ["SystemLevelCorrelation", "domain_probe_accuracy", "quality_metrics"]
 
@@ -48,11 +49,13 @@ class SystemLevelCorrelation(Metric):
         self.add_state("target", default=[], dist_reduce_fx="cat")
         self.add_state("system", default=[], dist_reduce_fx="cat")
 
+    @override
     def update(self, preds: Tensor, target: Tensor, system: Tensor) -> None:  # type: ignore[override]
         self.preds.append(preds.detach().float())
         self.target.append(target.detach().float())
         self.system.append(system.detach().long())
 
+    @override
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         preds, target, system = (dim_zero_cat(s) for s in (self.preds, self.target, self.system))
         ids, inverse = torch.unique(system, return_inverse=True)

@@ -157,6 +157,7 @@ class DDoSDetector(RobustMethod):
         self._eval_rng = RankGenerator(eval_seed)
 
     # -- setup ---------------------------------------------------------------------------------------
+    @override
     def setup(self, stage: str) -> None:
         """Fits the input normaliser on the DataModule's training flows (once; checkpoints keep it)."""
         if self.normalizer.fitted or self._trainer is None:
@@ -178,15 +179,18 @@ class DDoSDetector(RobustMethod):
             return
         self.normalizer.fit(source.train_features().to(self.normalizer.mean.device))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, 2)`` of raw flows ``(B, F)``."""
         return self.model(self.normalizer(x))
 
     # -- module protocol -----------------------------------------------------------------------------
+    @override
     def attack_loss(self, inputs: Tensor, batch: Any) -> Tensor:
         """The margin the attacks maximise (:func:`margin_loss`), training and evaluation alike."""
         return margin_loss(self(inputs), split_batch(batch)[1])
 
+    @override
     def with_adversarial_inputs(self, batch: Any, inputs_adv: Tensor) -> Any:
         """Only attack flows take their adversarial version: benign traffic is not the attacker's."""
         x, y = split_batch(batch)
@@ -194,6 +198,7 @@ class DDoSDetector(RobustMethod):
         return super().with_adversarial_inputs(batch, torch.where(attacked, inputs_adv.to(x.dtype), x))
 
     # -- training ------------------------------------------------------------------------------------
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = split_batch(batch)
         logits = self(x)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_fraction, check_positive_int
 
@@ -65,11 +66,13 @@ class SignedLogStandardize(nn.Module):
         self.fitted_flag.fill_(True)
         return self
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.num_features:
             raise ValueError(f"expected flows of shape (B, {self.num_features}), got {tuple(x.shape)}")
         return (self.signed_log(x) - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
+    @override
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}, fitted={self.fitted}"
 
@@ -99,6 +102,7 @@ class TabularMLP(nn.Module):
         layers.append(nn.Linear(previous, num_classes))
         self.net = nn.Sequential(*layers)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.num_features:
             raise ValueError(f"TabularMLP expects (B, {self.num_features}), got {tuple(x.shape)}")
@@ -142,6 +146,7 @@ class TabularCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(previous * num_features, hidden), nn.ReLU(inplace=True),
                                   nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.num_features:
             raise ValueError(f"TabularCNN expects (B, {self.num_features}), got {tuple(x.shape)}")

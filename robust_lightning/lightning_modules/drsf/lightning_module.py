@@ -179,6 +179,7 @@ class DRSFClassifier(RobustMethod):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
 
     # -- forward -------------------------------------------------------------------------
+    @override
     def forward(self, x: Tensor) -> Tensor:
         """Logits of ``[0, 1]`` images (normalisation is inside, as everywhere in the package)."""
         return self.net(self.normalize(x))
@@ -191,6 +192,7 @@ class DRSFClassifier(RobustMethod):
         return self.grl_lambda * dann_lambda(min(1.0, self.global_step / total))
 
     # -- training ------------------------------------------------------------------------
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = split_batch(batch)
         if self.method != "drsf":

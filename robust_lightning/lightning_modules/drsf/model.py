@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_positive, check_positive_int, check_probability, is_int
 from robust_lightning.nn.backbones import PreActResNet18
@@ -81,6 +82,7 @@ class MultiLevelBackbone(nn.Module):
         """Channels of every level: each stage, then :data:`EMBEDDING` (the pooled vector)."""
         return {**dict(zip(self.stage_names, self.stage_channels, strict=False)), EMBEDDING: self.stage_channels[-1]}
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         for stage in self.stages:
             x = stage(x)
@@ -189,6 +191,7 @@ class MixStyle(nn.Module):
         self.alpha = _check_positive_float("alpha", alpha)
         self.eps = _check_positive_float("eps", eps)
 
+    @override
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not self.training or self.p == 0.0 or x.shape[0] < 2:
             return x
@@ -205,6 +208,7 @@ class MixStyle(nn.Module):
         sigma_mix = lam * sigma + (1 - lam) * sigma[perm]
         return normed * sigma_mix + mu_mix
 
+    @override
     def extra_repr(self) -> str:
         return f"p={self.p}, alpha={self.alpha}"
 
@@ -245,6 +249,7 @@ class RandomConvolution(nn.Module):
         self.kernel_sizes = sizes
         self.mix = bool(mix)
 
+    @override
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"RandomConvolution expects images (B, C, H, W), got {tuple(x.shape)}")
@@ -267,6 +272,7 @@ class RandomConvolution(nn.Module):
             out = alpha * x + (1 - alpha) * out
         return out.clamp(0.0, 1.0)
 
+    @override
     def extra_repr(self) -> str:
         return f"kernel_sizes={self.kernel_sizes}, mix={self.mix}, intensity={self.intensity!r}"
 
@@ -370,6 +376,7 @@ class EntropyGuidedChannelAttention(nn.Module):
             return task + bias, a, entropy
         return task + self.running_bias.to(x.dtype)[None, :, None, None], a, entropy
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]
 
@@ -381,6 +388,7 @@ class EntropyGuidedChannelAttention(nn.Module):
         target = 1.0 - (entropy - low) / (high - low).clamp_min(1e-6)
         return F.binary_cross_entropy(attention.float().clamp(1e-6, 1 - 1e-6), target.float().detach())
 
+    @override
     def extra_repr(self) -> str:
         return f"channels={self.channels}, bias_at_eval={self.bias_at_eval!r}"
 
@@ -423,6 +431,7 @@ class SoftFusionDiscriminator(nn.Module):
         else:
             self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
+    @override
     def forward(self, features: Tensor) -> Tensor:
         """Logits of the soft label: ``(B, 1, H, W)`` for maps, ``(B, 1)`` for vectors."""
         expected = 4 if self.spatial else 2
@@ -471,6 +480,7 @@ class SoftDomainFusion(nn.Module):
         for discriminator in self.discriminators.values():
             discriminator.grl.lambda_ = float(value)
 
+    @override
     def forward(self, features_a: Mapping[str, Tensor], features_b: Mapping[str, Tensor],
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-level soft-label losses for two views' features (same batch, same order)."""
@@ -588,5 +598,6 @@ class DRSFNet(nn.Module):
         features[EMBEDDING] = embedding
         return DRSFOutput(self.backbone.head(embedding), features, attention)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x).logits

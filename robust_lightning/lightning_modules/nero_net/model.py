@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least, check_optional_positive_int, is_int
 from robust_lightning.errors import InvalidArgumentError
@@ -115,6 +116,7 @@ class _SamePad(nn.Module):
         super().__init__()
         self.kernel, self.stride, self.value = kernel, stride, value
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         _, top, bottom = _same_padding(x.shape[-2], self.kernel, self.stride)
         _, left, right = _same_padding(x.shape[-1], self.kernel, self.stride)
@@ -131,6 +133,7 @@ class _AvgPoolSame(nn.Module):
         self.pad = _SamePad(kernel, stride)
         self.kernel, self.stride = kernel, stride
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         summed = F.avg_pool2d(self.pad(x), self.kernel, self.stride)
         ones = self.pad(torch.ones_like(x[:1, :1]))
@@ -214,6 +217,7 @@ class NeroNet(nn.Module):
         head.append(nn.Linear(size, num_classes))
         self.classifier = nn.Sequential(*head)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
 

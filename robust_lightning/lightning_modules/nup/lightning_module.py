@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_bool, check_choice
 from robust_lightning.attacks.probes import check_baseline
@@ -89,11 +90,13 @@ class ConjMaskClassifier(RobustClassifier):
         return conj_mask_inputs(self.model, x, self.mask_fraction, self.mask_baseline, self.mask_score,
                                 labels=labels, straight_through=straight_through)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         if self.mask_eval and not self.training:
             x = self.mask_inputs(x, straight_through=self.straight_through)
         return super().forward(x)
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if self.mask_train and self.mask_fraction > 0:
             x, y = split_batch(batch)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_probability
 from robust_lightning.attacks.core import attack_mode
@@ -205,9 +206,11 @@ class ConjMask(nn.Module):
         return conj_mask_inputs(self.classifier, x, self.fraction, self.baseline, self.score, labels,
                                 self.straight_through)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.mask_inputs(x))
 
+    @override
     def extra_repr(self) -> str:
         return (f"fraction={self.fraction}, baseline={self.baseline}, score={self.score!r}, "
                 f"straight_through={self.straight_through}")

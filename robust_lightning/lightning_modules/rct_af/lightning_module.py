@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_choice, check_int_at_least, is_number
 from robust_lightning.attacks.core import attack_mode
@@ -136,6 +137,7 @@ class RCTAFClassifier(RobustClassifier):
             return hessian_diag_norm(self.model, (x, y), num_probes=num_probes or self.hessian_probes,
                                      generator=generator)
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
         if (batch_idx == 0 and self.hessian_every_n_epochs
@@ -146,6 +148,7 @@ class RCTAFClassifier(RobustClassifier):
             value = self.hessian_diag_norm((x[:n], y[:n]))
             self.log("val/hessian_diag_norm", torch.tensor(value, device=x.device), sync_dist=True)
 
+    @override
     def extra_repr(self) -> str:
         if self.max_curvature is None:
             return "max_curvature=None (backbone activations kept)"

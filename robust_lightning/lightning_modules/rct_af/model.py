@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least, is_number
 from robust_lightning.attacks.core import attack_mode
@@ -120,6 +121,7 @@ class CurvatureTunableActivation(nn.Module):
         # Eq. (2): max|σ''| = β M_g, so β = κ / M_g.
         self.beta = self.max_curvature / CURVATURE_CONSTANTS[base]
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         dtype = _compute_dtype(x.dtype)
         z = x.to(dtype)
@@ -135,6 +137,7 @@ class CurvatureTunableActivation(nn.Module):
             out = z * torch.special.ndtr(beta * z)
         return out.to(x.dtype)
 
+    @override
     def extra_repr(self) -> str:
         return f"max_curvature={self.max_curvature:g}, base={self.base!r}, beta={self.beta:g}"
 

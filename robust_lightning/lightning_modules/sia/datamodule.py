@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from robust_lightning._validation import check_positive_int
 from robust_lightning.lightning_modules.sia.model import (
@@ -116,6 +117,7 @@ class SIADataModule(pl.LightningDataModule):
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
@@ -151,19 +153,23 @@ class SIADataModule(pl.LightningDataModule):
     def marker_len(self) -> int:
         return len(self.encode(ANSWER_MARKER))
 
+    @override
     def train_dataloader(self) -> DataLoader:
         collate = (partial(collate_lm, pad_id=self.tokenizer.pad_token_id) if self.stage == "inject"
                    else partial(_collate_sft_with_samples, pad_id=self.tokenizer.pad_token_id))
         return DataLoader(self.train_samples, batch_size=self.batch_size, shuffle=True, collate_fn=collate, num_workers=0)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_records, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=_collate_records, num_workers=0)
 
+    @override
     def test_dataloader(self) -> DataLoader:
         """The held-out records again: the synthetic corpus has one held-out split (our choice)."""
         return self.val_dataloader()
 
+    @override
     def predict_dataloader(self) -> DataLoader:
         """The held-out records (``SIA*.predict_step`` answers their prompts)."""
         return self.val_dataloader()

@@ -115,6 +115,7 @@ class _SIABase(RobustMethod):
     def _prepare_model(self, model: torch.nn.Module) -> None:
         """Stage-specific changes to the freshly built model (up-scaling, freezing)."""
 
+    @override
     def configure_model(self) -> None:
         # Lightning's hook for building the model inside the strategy's context: the model is
         # built (or loaded) here, not in __init__, so a sharding strategy finds it unsharded.
@@ -160,6 +161,7 @@ class _SIABase(RobustMethod):
     def optimizer_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    @override
     def on_fit_end(self) -> None:
         if self.export_dir is None:
             return
@@ -288,11 +290,13 @@ class SIAInject(_SIABase):
         self.zero_init = zero_init
         self.train_embeddings = train_embeddings
 
+    @override
     def _prepare_model(self, model: torch.nn.Module) -> None:
         if self.insert_every is not None:
             depth_upscale(model, insert_every=self.insert_every, zero_init=self.zero_init)
             freeze_for_injection(model, train_embeddings=self.train_embeddings)
 
+    @override
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = response_loss(logits, batch["labels"]).mean()
@@ -384,6 +388,7 @@ class SIAAlign(_SIABase):
         self.suffix_len = suffix_len
         self.suffix_candidates = suffix_candidates
 
+    @override
     def _prepare_model(self, model: torch.nn.Module) -> None:
         # Alignment tunes the whole up-scaled model (our reading of SIA's SFT stage).
         for p in model.parameters():
@@ -444,6 +449,7 @@ class SIAAlign(_SIABase):
         new = collate_sft(samples, self.datamodule.tokenizer.pad_token_id)
         return {**{k: v.to(self.device) for k, v in new.items()}, "samples": samples}
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.global_step)
         if self.suffix_prob > 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
+from typing_extensions import override
 
 from robust_lightning.errors import InvalidArgumentError
 
@@ -31,6 +32,7 @@ class ClassifierFeatures(nn.Module):
         self.classifier = classifier
         self.num_features = int(classifier.num_features)
 
+    @override
     def forward(self, images: Tensor) -> Tensor:
         return self.classifier.features(images.float())
 

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning.errors import InvalidArgumentError
 
@@ -259,6 +260,7 @@ class MaskedTokenTransformer(nn.Module):
     def mask_embedding(self) -> Tensor:
         return self.token_embedding.weight[self.mask_id]
 
+    @override
     def forward(self, tokens: Tensor | None, labels: Tensor, drop_labels: Tensor | None = None,
                 input_embeddings: Tensor | None = None, embedding_noise: float = 0.0) -> Tensor:
         """Logits ``(B, N, V)``.
@@ -463,6 +465,7 @@ class DigitFeatureClassifier(nn.Module):
     def features(self, images: Tensor) -> Tensor:
         return self.body(images * 2.0 - 1.0)
 
+    @override
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
 
@@ -487,6 +490,7 @@ class ImageDiscriminator(nn.Module):
         self.out = nn.Linear(2 * width, 1)
         self.projection = nn.Embedding(num_classes, 2 * width) if num_classes > 0 else None
 
+    @override
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """Realness score ``(B,)`` (a logit)."""
         hidden = self.body(images * 2.0 - 1.0)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least
 from robust_lightning.envs.volt_var import (
@@ -123,6 +124,7 @@ class VoltVarDataModule(pl.LightningDataModule):
                                 num_days=self.num_days[split], power_flow=power_flow, grid=self.grid,
                                 **self.reward_kwargs)
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_UpdateIndices(self.steps_per_epoch), batch_size=None)
 
@@ -130,8 +132,10 @@ class VoltVarDataModule(pl.LightningDataModule):
         days = torch.arange(self.num_days[split])
         return DataLoader(days, batch_size=self.eval_days_per_batch, shuffle=False)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return self._days_loader("val")
 
+    @override
     def test_dataloader(self) -> DataLoader:
         return self._days_loader("test")

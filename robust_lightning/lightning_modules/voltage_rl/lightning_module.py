@@ -251,6 +251,7 @@ class VoltVarTD3(RobustMethod):
         self.measurement_dim = measurement_dim
         self.hparams.update({"obs_dim": obs_dim, "act_dim": act_dim, "measurement_dim": measurement_dim})
 
+    @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "make_env"):
@@ -259,6 +260,7 @@ class VoltVarTD3(RobustMethod):
             raise TypeError("VoltVarTD3 needs a VoltVarDataModule (or a DataModule with make_env/obs_dim/act_dim)")
         self.build_networks(datamodule.obs_dim, datamodule.act_dim, datamodule.measurement_dim)
 
+    @override
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic action in ``[-1, 1]`` for observations in ``[0, 1]``."""
         if self.actor is None:
@@ -273,6 +275,7 @@ class VoltVarTD3(RobustMethod):
                                    measurement_dim=self.measurement_dim, generator=generator)
 
     # -- interaction -----------------------------------------------------------------------
+    @override
     def on_fit_start(self) -> None:
         assert self.actor is not None
         datamodule = self.trainer.datamodule
@@ -353,6 +356,7 @@ class VoltVarTD3(RobustMethod):
             self._train_logs["train/attack_deviation"] = deviation
         return attacked, mask
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         assert self.buffer is not None and self.actor is not None and self.critic is not None
         assert self.actor_target is not None and self.critic_target is not None
@@ -400,6 +404,7 @@ class VoltVarTD3(RobustMethod):
             actor_loss = actor_loss + self.smoothness_weight * smooth
         return actor_loss
 
+    @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # TD3 moves the targets together with the delayed actor update, after the optimizer step.
         if not self._actor_updated:

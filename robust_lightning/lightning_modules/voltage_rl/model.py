@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.core import attack_mode, pgd
@@ -39,6 +40,7 @@ class Actor(nn.Module):
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.net = mlp(self.obs_dim, hidden, self.act_dim)
 
+    @override
     def forward(self, obs: Tensor) -> Tensor:
         return torch.tanh(self.net(obs))
 
@@ -51,6 +53,7 @@ class TwinCritic(nn.Module):
         self.q1_net = mlp(obs_dim + act_dim, hidden, 1)
         self.q2_net = mlp(obs_dim + act_dim, hidden, 1)
 
+    @override
     def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([obs, action], dim=-1)
         return self.q1_net(x).squeeze(-1), self.q2_net(x).squeeze(-1)
