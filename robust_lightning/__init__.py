@@ -31,6 +31,7 @@ from robust_lightning.datamodules import (
     InfraredDetectionDataModule,
     SyntheticDigitsDataModule,
     SyntheticThermalDataModule,
+    SyntheticThermalStylesDataModule,
 )
 from robust_lightning.lightning_modules import RobustClassifier
 from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
@@ -40,7 +41,7 @@ from robust_lightning.lightning_modules.badllm_tg import (
     TriggerGenerator,
 )
 from robust_lightning.lightning_modules.ddos import DDoSDetector
-from robust_lightning.lightning_modules.drsf import DRSFClassifier
+from robust_lightning.lightning_modules.drsf import DRSFClassifier, DRSFDetector
 from robust_lightning.lightning_modules.kgat import KGATDetector
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.lightning_modules.nup import ConjMask, ConjMaskClassifier
@@ -87,6 +88,7 @@ __all__ = [
     "CurvatureTunableActivation",
     "DDoSDetector",
     "DRSFClassifier",
+    "DRSFDetector",
     "DetectionAttack",
     "DigitsDataModule",
     "DomainGeneralizationDataModule",
@@ -111,6 +113,7 @@ __all__ = [
     "Square",
     "SyntheticDigitsDataModule",
     "SyntheticThermalDataModule",
+    "SyntheticThermalStylesDataModule",
     "TextClassifier",
     "TransferAttack",
     "TriggerGenerator",
