@@ -212,9 +212,9 @@ class DRSFDetector(pl.LightningModule):
                                       for stage in ("val", "test")})
 
     def _backbone_channels(self) -> list[int]:
-        with torch.no_grad():
-            probe = torch.zeros(1, 3, 64, 64)
-            return [int(x.shape[1]) for x in self.model.detector.backbone(probe)]
+        backbone = self.model.detector.backbone
+        with torch.no_grad(), attack_mode(backbone, "eval"):  # a probe must not move BN statistics
+            return [int(x.shape[1]) for x in backbone(torch.zeros(1, 3, 64, 64))]
 
     # ------------------------------------------------------------------------------ features
     def _student(self) -> nn.ModuleDict:

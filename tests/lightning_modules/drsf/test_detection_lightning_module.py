@@ -31,13 +31,16 @@ def batch(datamodule: SyntheticThermalStylesDataModule) -> dict:
     return next(iter(datamodule.train_dataloader()))
 
 
-def _module(**kwargs: object) -> DRSFDetector:
+def _module(keep_low_scores: bool = False, **kwargs: object) -> DRSFDetector:
     torch.manual_seed(0)
-    return DRSFDetector(num_classes=3, **{**HEADS, **kwargs}, **tiny_detector("fcos"))
+    detector = tiny_detector("fcos")
+    if keep_low_scores:  # an untrained FCOS scores ~0.005, below its test_cfg's 0.05
+        detector["detector_overrides"]["test_cfg.score_thr"] = 0.0
+    return DRSFDetector(num_classes=3, **{**HEADS, **kwargs}, **detector)
 
 
 def test_every_drsf_loss_is_finite_and_the_domain_heads_train(batch: dict) -> None:
-    module = _module(pseudo_label_threshold=0.0)  # an untrained teacher scores low; keep its boxes
+    module = _module(keep_low_scores=True, pseudo_label_threshold=0.0)
     losses = module.drsf_losses(batch)
     assert {"detection", "da_image", "da_instance", "da_consistency", "pseudo_label"} <= set(losses)
     assert all(bool(torch.isfinite(v)) for v in losses.values()), losses
@@ -77,7 +80,7 @@ def test_domain_losses_reach_the_backbone_reversed_and_scaled(batch: dict, key: 
 
 
 def test_pseudo_labels_follow_the_threshold(batch: dict) -> None:
-    strict = _module(pseudo_label_threshold=1.0)
+    strict = _module(keep_low_scores=True, pseudo_label_threshold=1.0)
     strict.drsf_losses(batch)
     losses = strict.drsf_losses(batch)
     assert float(losses["pseudo_label"]) == 0.0  # no teacher score reaches 1
@@ -86,7 +89,7 @@ def test_pseudo_labels_follow_the_threshold(batch: dict) -> None:
 
 def test_teacher_is_an_ema_of_the_student(datamodule: SyntheticThermalStylesDataModule, tmp_path: Path) -> None:
     pl.seed_everything(0)
-    module = _module(pseudo_label_threshold=0.0, teacher_alpha=0.9)
+    module = _module(keep_low_scores=True, pseudo_label_threshold=0.0, teacher_alpha=0.9)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                          default_root_dir=tmp_path)
