@@ -39,17 +39,30 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=sorted(VARIANTS))
     parser.add_argument("--set", nargs="*", default=[], help="experiment settings, key=value")
     parser.add_argument("--data-root", default=None, help="where the scenes are generated (default: a temp dir)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="JSON files of earlier runs (e.g. one per seed, run in parallel) to merge into --out")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "drsf_detection.json"))
     args = parser.parse_args()
     settings = parse_settings(args.set, EXPERIMENT_DEFAULTS)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.data_root) if args.data_root else Path(tmp)
-        for seed in args.seeds:
-            for variant in args.variants:
-                result = run_drsf_detection(root, variant, seed=seed, **settings)
-                rows.append({"seed": seed, "variant": variant, **result})
-                print(json.dumps(rows[-1]), flush=True)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        settings = parts[0]["settings"]
+        if any(p["settings"] != settings for p in parts):
+            raise SystemExit("--merge: the runs have different settings")
+        rows = [row for p in parts for row in p["rows"]]
+        args.seeds = sorted({r["seed"] for r in rows})
+        args.variants = list(dict.fromkeys(r["variant"] for r in rows))
+        commands = [p["command"] for p in parts]
+    else:
+        commands = []
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(args.data_root) if args.data_root else Path(tmp)
+            for seed in args.seeds:
+                for variant in args.variants:
+                    result = run_drsf_detection(root, variant, seed=seed, **settings)
+                    rows.append({"seed": seed, "variant": variant, **result})
+                    print(json.dumps(rows[-1]), flush=True)
     keys = ["map50_held_out", "map50_95_held_out", "map50_source", "seconds"]
     summary = {}
     for variant in args.variants:
@@ -58,7 +71,7 @@ def main() -> None:
             **{k: statistics.mean(v) for k, v in values.items()},
             "map50_held_out_std": statistics.stdev(values["map50_held_out"]) if len(args.seeds) > 1 else 0.0,
         }
-    out = {"command": "python benchmarks/drsf_detection.py " + " ".join(sys.argv[1:]),
+    out = {"command": "python benchmarks/drsf_detection.py " + " ".join(sys.argv[1:]), "merged_commands": commands,
            "settings": {**EXPERIMENT_DEFAULTS, **settings}, "variants": {v: VARIANTS[v] for v in args.variants},
            "rows": rows, "mean": summary, "machine": platform.platform(), "python": sys.version.split()[0]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -208,6 +208,8 @@ class DRSFDetector(pl.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._generator = torch.Generator().manual_seed(int(seed))
+        # [pseudo-labelled images, pseudo-target images offered] over the run (diagnostics).
+        self.pseudo_label_counts = [0, 0]
         self.metrics = nn.ModuleDict({stage: MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
                                       for stage in ("val", "test")})
 
@@ -274,6 +276,8 @@ class DRSFDetector(pl.LightningModule):
         predictions = self.predict_instances(pseudo_images, self.teacher.model)
         kept, boxes, labels = select_pseudo_labels([p.bboxes for p in predictions], [p.scores for p in predictions],
                                                    [p.labels for p in predictions], self.pseudo_label_threshold)
+        self.pseudo_label_counts[0] += len(kept)
+        self.pseudo_label_counts[1] += pseudo_images.shape[0]
         if not kept:
             return pseudo_images.new_zeros(()), 0
         preprocessor = self.model.detector.data_preprocessor
