@@ -57,7 +57,9 @@ def run_drsf_detection(root: str | Path, variant: str, seed: int = 0, **settings
         ``{"map50_held_out", "map50_95_held_out", "map50_source", "pseudo_labelled_fraction"
         (of the pseudo-target images that got >= 1 teacher box), "seconds", "threads"}``.
     """
-    from robust_lightning.lightning_modules.drsf.detection_lightning_module import DRSFDetector
+    from robust_lightning.lightning_modules.drsf.detection_lightning_module import (
+        DRSFDetector,
+    )
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")

@@ -26,7 +26,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from robust_lightning.datamodules._common import EpochShuffleSampler, check_positive_int
-from robust_lightning.datamodules.infrared import SyntheticThermalDataModule, collate_detection
+from robust_lightning.datamodules.infrared import (
+    SyntheticThermalDataModule,
+    collate_detection,
+)
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = [
@@ -102,7 +105,7 @@ def random_thermal_styles(n: int, seed: int = 0) -> list[ThermalStyle]:
 
 
 def _gaussian_blur(image: Tensor, sigma: float) -> Tensor:
-    radius = max(1, int(math.ceil(2.5 * sigma)))
+    radius = max(1, math.ceil(2.5 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()

@@ -43,7 +43,10 @@ from typing_extensions import override
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import split_detection_losses
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
+from robust_lightning.lightning_modules._optim import (
+    check_scheduler_interval,
+    optimizers_config,
+)
 from robust_lightning.lightning_modules.drsf.detection_model import (
     EMATeacher,
     ImageDomainHead,

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("mmdet", reason="DRSF detection needs the mmdet stack (make install builds it)")
 
-from benchmarks.experiments.drsf_detection import run_drsf_detection  # noqa: E402
+from benchmarks.experiments.drsf_detection import run_drsf_detection
 
 SEEDS = (0, 1, 2)
 

@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip("mmdet", reason="DRSF detection needs the mmdet stack (make install builds it)")
 
-from robust_lightning.datamodules.thermal_styles import SyntheticThermalStylesDataModule  # noqa: E402
-from robust_lightning.errors import InvalidArgumentError  # noqa: E402
-from robust_lightning.lightning_modules.drsf import DRSFDetector  # noqa: E402
-from tests.data.kgat import tiny_detector  # noqa: E402
+from robust_lightning.datamodules.thermal_styles import SyntheticThermalStylesDataModule
+from robust_lightning.errors import InvalidArgumentError
+from robust_lightning.lightning_modules.drsf import DRSFDetector
+from tests.data.kgat import tiny_detector
 
 HEADS = {"image_head_hidden": 16, "instance_head_hidden": 32, "instances_per_image": 8, "mask_block_size": 16}
 

@@ -20,14 +20,14 @@ import torch
 
 pytest.importorskip("mmdet", reason="KGAT needs the mmdet stack (make install builds it)")
 
-from mmengine.structures import InstanceData  # noqa: E402
+from mmengine.structures import InstanceData
 
-from robust_lightning.datamodules.infrared import (  # noqa: E402
+from robust_lightning.datamodules.infrared import (
     SyntheticThermalDataModule,
     collate_detection,
 )
-from robust_lightning.lightning_modules.kgat import KGATDetector  # noqa: E402
-from tests.data.kgat import tiny_detector  # noqa: E402
+from robust_lightning.lightning_modules.kgat import KGATDetector
+from tests.data.kgat import tiny_detector
 
 PERSON, CAR, BICYCLE = 0, 1, 2
 W_REL_CORRECT = 1.0 - math.log(1.5)  # rho = 1
