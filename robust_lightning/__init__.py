@@ -36,6 +36,7 @@ from robust_lightning.datamodules import (
     InfraredDetectionDataModule,
     SyntheticDigitsDataModule,
     SyntheticThermalDataModule,
+    SyntheticThermalStylesDataModule,
 )
 from robust_lightning.lightning_modules import (
     METHODS,
@@ -50,7 +51,7 @@ from robust_lightning.lightning_modules.badllm_tg import (
     TriggerGenerator,
 )
 from robust_lightning.lightning_modules.ddos import DDoSDetector
-from robust_lightning.lightning_modules.drsf import DRSFClassifier
+from robust_lightning.lightning_modules.drsf import DRSFClassifier, DRSFDetector
 from robust_lightning.lightning_modules.kgat import KGATDetector
 from robust_lightning.lightning_modules.nero_net import NeroNetClassifier, NeroNetSearch
 from robust_lightning.lightning_modules.nup import ConjMask, ConjMaskClassifier
@@ -105,6 +106,7 @@ __all__ = [
     "CurvatureTunableActivation",
     "DDoSDetector",
     "DRSFClassifier",
+    "DRSFDetector",
     "DetectionAttack",
     "DiMODistillation",
     "DigitsDataModule",
@@ -137,6 +139,7 @@ __all__ = [
     "Square",
     "SyntheticDigitsDataModule",
     "SyntheticThermalDataModule",
+    "SyntheticThermalStylesDataModule",
     "TextClassifier",
     "TransferAttack",
     "TriggerGenerator",

@@ -30,6 +30,10 @@ from robust_lightning.datamodules.infrared import (
     generate_thermal_scenes,
 )
 from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
+from robust_lightning.datamodules.thermal_styles import (
+    SyntheticThermalStylesDataModule,
+    ThermalStyle,
+)
 from robust_lightning.datamodules.text import (
     TextBackdoorDataModule,
     generate_sentiment_corpus,
@@ -48,8 +52,10 @@ __all__ = [
     "SpuriousCueSpeechDataModule",
     "SyntheticDigitsDataModule",
     "SyntheticThermalDataModule",
+    "SyntheticThermalStylesDataModule",
     "TensorImageDataset",
     "TextBackdoorDataModule",
+    "ThermalStyle",
     "generate_flow_csvs",
     "generate_sentiment_corpus",
     "generate_spurious_cue_corpus",

@@ -59,8 +59,9 @@ class KGATDetector(RobustMethod):
         recipe: ``"plain"``, ``"adversarial"`` or ``"kgat"``.
         train_attack: Attack that makes the training examples; default MTD, one step,
             ``eps = alpha = 8/255`` (the released training setting).
-        adversarial_images: How many images of each batch are attacked and added (``n = 4`` in
-            the released code); clipped to the batch size.
+        adversarial_images: How many images of each batch are attacked and added (``n``: 4 is
+            ``fit_one_epoch_Knowledge``'s default, ``train_adversarial.py`` passes 2); clipped to
+            the batch size.
         eval_attacks: Attacks evaluated at validation/test; default MTD, one step, 4/255 (the
             released evaluation setting). ``[]`` evaluates clean mAP only.
         relation_matrix: Path of the ``(K, K)`` relation-stability matrix R (``torch.save`` of a
@@ -238,7 +239,8 @@ class KGATDetector(RobustMethod):
             n = min(self.adversarial_images, images.shape[0])
             first = self._samples(batch, images[:n], boxes[:n], labels[:n], ids[:n])
             adversarial = self._attack(self.train_attack, images[:n], first)
-            # The adversarial copies of the first n images go in front of the clean batch.
+            # The adversarial copies of the first n images go in front of the clean batch, each
+            # with its own boxes (upstream concatenates the boxes in the other order: README).
             images = torch.cat([adversarial, images])
             boxes, labels, ids = boxes[:n] + boxes, labels[:n] + labels, ids[:n] + ids
         samples = self._samples(batch, images, boxes, labels, ids)
