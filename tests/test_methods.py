@@ -65,6 +65,7 @@ CASES: dict[str, Case] = {
     "nero_net": Case("nero_net/train_best.yaml"),
     "kgat": Case("kgat/synthetic_fcos_plain.yaml", slow=True),
     "drsf": Case("drsf/synth2real_digits_erm.yaml"),
+    "drsf_detection": Case("drsf_detection/synthetic_thermal_drsf.yaml", slow=True),
     "audio_grl": Case("audio_grl/spurious_cue_grl.yaml"),
     "badllm_tg": Case("badllm_tg/generated_badnets_defense.yaml", builds_from_data=True,
                       extra_args=("--model.init_args.generation_steps=1", "--model.init_args.num_candidates=2",

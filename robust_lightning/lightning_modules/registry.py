@@ -166,6 +166,15 @@ _SPECS = (
         summary="DRSF: synthetic-to-real generalisation with domain reassembly and adversarial soft fusion (Li et al.)",
     ),
     MethodSpec(
+        name="drsf_detection",
+        module=f"{_LM}.drsf.DRSFDetector",
+        datamodules=(f"{_DM}.thermal_styles.SyntheticThermalStylesDataModule",),
+        configs=("drsf_detection/synthetic_thermal_drsf.yaml", "drsf_detection/synthetic_thermal_plain.yaml"),
+        extra="detection",
+        summary="DRSF for detection after the authors' code (fantasioly/DRSF): image- and instance-level GRL "
+                "domain heads, consistency, EMA-teacher masked pseudo-labels, on an mmdet FCOS",
+    ),
+    MethodSpec(
         name="audio_grl",
         module=f"{_LM}.audio_grl.AudioQualityGRL",
         datamodules=(f"{_DM}.audio_quality.SpuriousCueSpeechDataModule", f"{_DM}.audio_quality.AudioMOSTrack2DataModule"),

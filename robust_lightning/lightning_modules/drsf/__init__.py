@@ -1,5 +1,6 @@
 """DRSF: single-domain generalisation from synthetic data (domain reassembly + soft fusion);
-``DRSFDetector`` is the detection recipe of the released code on mmdet (see README.md)."""
+``DRSFDetector`` is the detection recipe of the released code on mmdet (see README.md).
+"""
 
 from robust_lightning.lightning_modules.drsf.detection_lightning_module import (
     DETECTION_METHODS,

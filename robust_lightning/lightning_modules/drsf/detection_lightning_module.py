@@ -33,20 +33,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_choice, check_number, check_positive_int
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import split_detection_losses
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
-from robust_lightning.lightning_modules._optim import (
-    check_scheduler_interval,
-    optimizers_config,
-)
+from robust_lightning.errors import InvalidArgumentError
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.drsf.detection_model import (
     EMATeacher,
     ImageDomainHead,
@@ -74,27 +71,7 @@ DetectionMethod = Literal["plain", "drsf"]
 DETECTION_METHODS: tuple[str, ...] = ("plain", "drsf")
 
 
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-
-
-def _non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgumentTypeError(f"{name} must be a number, got {value!r}")
-    if not 0.0 <= float(value) < float("inf"):
-        raise InvalidArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentTypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise InvalidArgumentError(f"{name} must be >= 1, got {value!r}")
-    return value
-
-
-class DRSFDetector(pl.LightningModule):
+class DRSFDetector(RobustMethod):
     """DRSF (Li et al. 2025, code ``fantasioly/DRSF``) on a one-stage mmdet detector.
 
     Args:
@@ -153,28 +130,25 @@ class DRSFDetector(pl.LightningModule):
         fusion_weight: float = 0.0,
         fusion_grl: float = 1.0,
         seed: int = 0,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__()
-        if method not in DETECTION_METHODS:
-            raise InvalidArgumentError(f"method must be one of {DETECTION_METHODS}, got {method!r}")
-        self.image_grl_weight = _non_negative("image_grl_weight", image_grl_weight)
-        self.instance_grl_weight = _non_negative("instance_grl_weight", instance_grl_weight)
-        self.consistency_weight = _non_negative("consistency_weight", consistency_weight)
-        self.pseudo_label_weight = _non_negative("pseudo_label_weight", pseudo_label_weight)
-        self.entropy_weight = _non_negative("entropy_weight", entropy_weight)
-        self.fusion_weight = _non_negative("fusion_weight", fusion_weight)
-        self.fusion_grl = _non_negative("fusion_grl", fusion_grl)
-        self.instances_per_image = _positive_int("instances_per_image", instances_per_image)
-        self.mask_block_size = _positive_int("mask_block_size", mask_block_size)
-        if not 0.0 <= float(mask_ratio) < 1.0:
-            raise InvalidArgumentError(f"mask_ratio must be in [0, 1), got {mask_ratio!r}")
-        if not 0.0 <= float(pseudo_label_threshold) <= 1.0:
-            raise InvalidArgumentError(f"pseudo_label_threshold must be in [0, 1], got {pseudo_label_threshold!r}")
-        if not isinstance(pseudo_labels, bool) or not isinstance(reassembly, bool):
-            raise InvalidArgumentTypeError("pseudo_labels and reassembly must be true or false")
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        check_choice("method", method, DETECTION_METHODS)
+        self.image_grl_weight = check_number("image_grl_weight", image_grl_weight, 0.0)
+        self.instance_grl_weight = check_number("instance_grl_weight", instance_grl_weight, 0.0)
+        self.consistency_weight = check_number("consistency_weight", consistency_weight, 0.0)
+        self.pseudo_label_weight = check_number("pseudo_label_weight", pseudo_label_weight, 0.0)
+        self.entropy_weight = check_number("entropy_weight", entropy_weight, 0.0)
+        self.fusion_weight = check_number("fusion_weight", fusion_weight, 0.0)
+        self.fusion_grl = check_number("fusion_grl", fusion_grl, 0.0)
+        self.instances_per_image = check_positive_int("instances_per_image", instances_per_image)
+        self.mask_block_size = check_positive_int("mask_block_size", mask_block_size)
+        check_number("mask_ratio", mask_ratio, 0.0, 1.0, high_open=True)
+        check_number("pseudo_label_threshold", pseudo_label_threshold, 0.0, 1.0)
+        check_bool("pseudo_labels", pseudo_labels)
+        check_bool("reassembly", reassembly)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.method = method
         self.model = MMDetDetector(detector, num_classes, overrides=detector_overrides, checkpoint=checkpoint)
@@ -190,8 +164,8 @@ class DRSFDetector(pl.LightningModule):
         levels = int(getattr(neck, "num_outs", len(head.prior_generator.strides)))
         tower = int(head.feat_channels) if len(head.cls_convs) else int(head.in_channels)
         self.num_classes = num_classes
-        self.image_head = ImageDomainHead(channels, levels, _positive_int("image_head_hidden", image_head_hidden))
-        self.instance_head = InstanceDomainHead(tower, _positive_int("instance_head_hidden", instance_head_hidden))
+        self.image_head = ImageDomainHead(channels, levels, check_positive_int("image_head_hidden", image_head_hidden))
+        self.instance_head = InstanceDomainHead(tower, check_positive_int("instance_head_hidden", instance_head_hidden))
         self.pseudo_labels = pseudo_labels
         self.pseudo_label_threshold = float(pseudo_label_threshold)
         self.mask_ratio = float(mask_ratio)
@@ -207,9 +181,6 @@ class DRSFDetector(pl.LightningModule):
         self.fusion = nn.ModuleList(
             SoftFusionDiscriminator(channels, hidden=64, spatial=True, grl_lambda=self.fusion_grl) for _ in range(levels)
         ) if self.fusion_weight > 0 else None
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._generator = torch.Generator().manual_seed(int(seed))
         # [pseudo-labelled images, pseudo-target images offered] over the run (diagnostics).
         self.pseudo_label_counts = [0, 0]
@@ -261,7 +232,8 @@ class DRSFDetector(pl.LightningModule):
     @torch.no_grad()
     def predict_instances(self, images: Tensor, parts: nn.ModuleDict | None = None) -> list[Any]:
         """Post-processed detections (``InstanceData``: bboxes, scores, labels) of ``parts``
-        (default: the student) in eval mode."""
+        (default: the student) in eval mode.
+        """
         parts = self._student() if parts is None else parts
         model = parts["model"]
         samples = self._samples(images)
@@ -372,29 +344,28 @@ class DRSFDetector(pl.LightningModule):
         )
 
     @override
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def evaluation_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
+        self._evaluate(batch, stage)
 
     @override
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _log_map(self, stage: str) -> None:
+    def on_evaluation_epoch_end(self, stage: str) -> None:
         result = self.metrics[stage].compute()
         self.metrics[stage].reset()
         self.log(f"{stage}/map50", result["map_50"].float(), prog_bar=True)
         self.log(f"{stage}/map50_95", result["map"].float())
 
     @override
-    def on_validation_epoch_end(self) -> None:
-        self._log_map("val")
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Tensor]]:
+        """Detections of each image: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}``."""
+        predictions = self.predict_instances(batch["images"])
+        return [{"boxes": p.bboxes, "scores": p.scores, "labels": p.labels} for p in predictions]
 
     @override
-    def on_test_epoch_end(self) -> None:
-        self._log_map("test")
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """AdamW, lr 2e-3, weight decay 1e-4 (our choice for the small FCOS)."""
+        return torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
 
     @override
-    def configure_optimizers(self) -> Any:
+    def optimizer_parameters(self) -> list[nn.Parameter]:
         # The EMA teacher follows the student and never gets an optimizer step.
-        params = [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
-        return optimizers_config(params, self.optimizer_factory, self.lr_scheduler_factory, self.scheduler_interval)
+        return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]

@@ -73,7 +73,8 @@ class _ScaleGradient(torch.autograd.Function):
 
 def scale_gradient(x: Tensor, weight: float) -> Tensor:
     """Identity forward, gradient times ``weight`` backward (``GradientScalarLayer`` of the
-    released code: ``weight < 0`` is gradient reversal, ``weight > 0`` a scaled pass-through)."""
+    released code: ``weight < 0`` is gradient reversal, ``weight > 0`` a scaled pass-through).
+    """
     weight = float(weight)
     if not math.isfinite(weight):
         raise InvalidArgumentError(f"gradient scale must be finite, got {weight!r}")
@@ -146,7 +147,8 @@ def _domain_targets(domain: Tensor, like: Tensor) -> Tensor:
 
 def image_domain_loss(logits: Sequence[Tensor], domain: Tensor) -> Tensor:
     """BCE of every location of every level (upsampled to the first level) against ``domain``
-    ``(B,)`` (1 = source, 0 = target), averaged (``DALossComputation``: "new da img")."""
+    ``(B,)`` (1 = source, 0 = target), averaged (``DALossComputation``: "new da img").
+    """
     size = logits[0].shape[-2:]
     losses = []
     for level in logits:

@@ -20,4 +20,4 @@ def _needs_mmdet(workdir: Path) -> None:
 
 
 EXTRA_SETUP = {f"drsf/{name}": _needs_mmdet
-               for name in ("synthetic_thermal_drsf_detector.yaml", "synthetic_thermal_plain_detector.yaml")}
+               for name in ("drsf_detection/synthetic_thermal_drsf.yaml", "drsf_detection/synthetic_thermal_plain.yaml")}

@@ -27,6 +27,7 @@ from robust_lightning.datamodules.infrared import (
     collate_detection,
 )
 from robust_lightning.lightning_modules.kgat import KGATDetector
+from robust_lightning.lightning_modules.kgat.knowledge import relation_stability_matrix
 from tests.data.kgat import tiny_detector
 
 PERSON, CAR, BICYCLE = 0, 1, 2
@@ -63,7 +64,7 @@ def _single_class_batch(dm: SyntheticThermalDataModule) -> dict:
 def _module(dm: SyntheticThermalDataModule, *, swap: bool) -> KGATDetector:
     torch.manual_seed(0)
     module = KGATDetector(num_classes=3, recipe="kgat", adversarial_images=2, eval_attacks=[], **tiny_detector("fcos"))
-    module.relation.copy_(dm.relation_matrix())
+    module.relation.copy_(relation_stability_matrix(dm.iter_train_gray(), dm.num_classes))
     module._relation_ready = True
     # The attack is not under test: the adversarial copies are the clean images.
     module._attack = lambda attack, images, samples: images.detach().clone()  # type: ignore[method-assign]
