@@ -29,7 +29,13 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from robust_lightning._extras import check_installed
 from robust_lightning.attacks.text import TextPoisoner
+
+# Imported where tokenizers are built (transformers' import takes seconds); checked here so a
+# missing extra fails at import with the install line.
+check_installed("transformers", "text")
+check_installed("tokenizers", "text")
 
 __all__ = [
     "DATASETS",

@@ -44,6 +44,7 @@ from robust_lightning.lightning_modules.audio_grl.model import (
     AudioQualityGRLNet,
     FeatureCache,
     Frontend,
+    ModuleFrontend,
     gaussian_nll,
 )
 from robust_lightning.nn.grl import dann_lambda
@@ -112,8 +113,10 @@ class AudioQualityGRL(pl.LightningModule):
 
     Args:
         frontend: Frozen feature extractor (:class:`LogMelFrontend`,
-            :class:`TorchaudioSSLFrontend`, :class:`HFWav2Vec2Frontend`); ``None`` for
-            precomputed features. Its weights are not part of the module's checkpoints (they
+            :class:`TorchaudioSSLFrontend`, :class:`HFWav2Vec2Frontend`, or any ``nn.Module``
+            from waveforms ``(B, N)`` to features, e.g. ``torchaudio.transforms.MelSpectrogram``
+            or a ``torchaudio.pipelines`` bundle's ``get_model()``, wrapped in
+            :class:`ModuleFrontend`); ``None`` for precomputed features. Its weights are not part of the module's checkpoints (they
             are rebuilt from the config).
         feature_shape: ``(channels, frames)`` of one clip's features; ``None`` infers it in
             ``setup`` from the datamodule (``clip_samples`` through the front-end, or
@@ -151,7 +154,7 @@ class AudioQualityGRL(pl.LightningModule):
 
     def __init__(
         self,
-        frontend: Frontend | None = None,
+        frontend: Frontend | torch.nn.Module | None = None,
         feature_shape: Sequence[int] | None = None,
         num_aspects: int = 4,
         aspects: Sequence[str] | None = None,
@@ -176,10 +179,13 @@ class AudioQualityGRL(pl.LightningModule):
     ) -> None:
         super().__init__()
         if frontend is not None and not isinstance(frontend, Frontend):
-            raise TypeError(
-                f"frontend must be a robust_lightning Frontend (LogMelFrontend, TorchaudioSSLFrontend, "
-                f"HFWav2Vec2Frontend) or None for precomputed features, got {type(frontend).__name__}"
-            )
+            if not isinstance(frontend, torch.nn.Module):
+                raise TypeError(
+                    f"frontend must be a torch.nn.Module mapping waveforms (B, N) to features (a robust_lightning "
+                    f"Frontend, a torchaudio transform or model), or None for precomputed features, got "
+                    f"{type(frontend).__name__}"
+                )
+            frontend = ModuleFrontend(frontend)
         if isinstance(num_aspects, bool) or not isinstance(num_aspects, int) or num_aspects < 1:
             raise ValueError(f"num_aspects must be a positive int, got {num_aspects!r}")
         if aspects is not None:
