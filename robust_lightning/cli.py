@@ -71,23 +71,6 @@ def default_loggers(save_dir: str = DEFAULT_RUN_DIR, name: str = "robust_lightni
     return loggers
 
 
-def _config_items(node: Any) -> Iterator[Any]:
-    """Every ``class_path`` node of a parsed (jsonargparse Namespace) or plain config tree."""
-    if hasattr(node, "class_path") or (isinstance(node, Mapping) and "class_path" in node):
-        yield node
-    children: Any
-    if isinstance(node, Mapping):
-        children = node.values()
-    elif hasattr(node, "__dict__") and not isinstance(node, (str, bytes)):
-        children = vars(node).values()
-    elif isinstance(node, list | tuple):
-        children = node
-    else:
-        return
-    for child in children:
-        yield from _config_items(child)
-
-
 def _plain(node: Any) -> Any:
     """A jsonargparse Namespace tree as plain dicts/lists."""
     if hasattr(node, "as_dict"):
@@ -100,13 +83,19 @@ def _plain(node: Any) -> Any:
 
 
 def check_prerequisites(config: Mapping[str, Any]) -> None:
-    """Fail before any work when a chained recipe's input (a victim model, a surrogate, a
-    synthesized corpus) does not exist, naming the shipped config that writes it.
+    """Fail before any work when a dataset folder, or a chained recipe's input (a victim model,
+    a surrogate, a synthesized corpus), does not exist: say what it is and how to get it.
+
+    Only existence is checked here; what is inside is the datamodule's to validate.
 
     Raises:
         PrerequisiteError: a shipped config writes the missing input (run it first).
-        MissingFileError: no shipped config writes it (the user points at their own file).
+        MissingFileError: a dataset folder is missing, or an input no shipped config writes.
     """
+    for what, argument, path, source in shipped_configs.dataset_needs(config):
+        if not Path(path).expanduser().exists():
+            raise MissingFileError(f"{argument} {path} does not exist; this config needs {what}: get it from "
+                                   f"{source}, then pass {argument}=PATH")
     for argument, path in shipped_configs.input_paths(config):
         if Path(path).expanduser().exists():
             continue
@@ -276,9 +265,11 @@ def evolve_parser() -> Any:
 
     from robust_lightning.lightning_modules.nero_net.search import NeroNetSearch
 
-    parser = ArgumentParser(prog="robust-lightning evolve",
+    # Errors are raised, not printed: main() shows them in one or two lines (exit 2).
+    parser = ArgumentParser(prog="robust-lightning evolve", exit_on_error=False,
                             description="NERO-Net: evolve adversarially robust CNNs with a (1+lambda)-ES.")
-    parser.add_argument("--config", action=ActionConfigFile, help="search config YAML (configs/nero_net/evolve/)")
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="search config: a YAML path or a shipped name (nero_net/evolve/digits.yaml)")
     parser.add_class_arguments(NeroNetSearch, None, fail_untyped=True)
     return parser
 
@@ -287,6 +278,7 @@ def evolve(args: list[str]) -> Any:
     """``robust-lightning evolve``: run (or ``--resume``) a NERO-Net search; returns it."""
     parser = evolve_parser()
     config = parser.parse_args(resolve_config_arguments(args))
+    check_prerequisites(_plain(config))
     init = parser.instantiate(config)
     init_kwargs = {k: v for k, v in vars(init).items() if k != "config"}
     from robust_lightning.lightning_modules.nero_net.search import NeroNetSearch

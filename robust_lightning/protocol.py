@@ -1,6 +1,6 @@
 """The module protocol callbacks use to attack any LightningModule.
 
-DESIGN.md, "Module protocol". A module may define any of these methods; callbacks fall
+docs/architecture.md, "Module protocol". A module may define any of these methods; callbacks fall
 back to the defaults below (``(inputs, target)`` batches, cross-entropy on logits), so a plain
 user LightningModule works unchanged::
 
@@ -9,7 +9,7 @@ user LightningModule works unchanged::
     def with_adversarial_inputs(self, batch, inputs_adv) -> batch  # put them back
     def prediction_correct(self, inputs, batch) -> Tensor          # (B,) bool, for evaluation
 
-``prediction_correct`` extends DESIGN's three methods so robustness evaluation can score
+``prediction_correct`` extends the three methods of docs/architecture.md so robustness evaluation can score
 modules whose notion of "correct" is not argmax-equals-label.
 """
 

@@ -43,6 +43,13 @@ DATASETS: dict[str, tuple[str, str]] = {
     "CIFAR10DataModule": ("CIFAR-10 batches (cifar-10-batches-py)", "data_dir"),
     "InfraredDetectionDataModule": ("FLIR ADAS v2 thermal images + COCO json", "data_dir"),
 }
+#: Where each dataset comes from (the message of a run whose data folder is missing).
+DATASET_SOURCES: dict[str, str] = {
+    "AudioMOSTrack2DataModule": "the AudioMOS 2025 challenge, track 2 (lists + audio; see audio_grl's README)",
+    "CIFAR10DataModule": "https://www.cs.toronto.edu/~kriz/cifar.html, the python version, unpacked",
+    "FlowDataModule": "https://www.unb.ca/cic/datasets/ids-2017.html (MachineLearningCVE CSVs)",
+    "InfraredDetectionDataModule": "the FLIR ADAS v2 thermal dataset (see kgat's README)",
+}
 
 #: Method package -> the pip extra it needs (``pip install 'robust-lightning[<extra>]'``).
 EXTRA_BY_PACKAGE: dict[str, str] = {
@@ -151,16 +158,16 @@ def _class_nodes(node: Any, prefix: str = "") -> Iterator[tuple[str, str, Mappin
             yield dotted, value["class_path"].rsplit(".", 1)[-1], value.get("init_args") or {}
 
 
-def dataset_needs(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """``(what, --argument, path)`` of each downloaded dataset a config tree reads."""
+def dataset_needs(config: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(what, --argument, path, where to get it)`` of each downloaded dataset a config reads."""
     found = []
     for prefix, name, init_args in _class_nodes(config):
         if name == "FlowDataModule" and not init_args.get("synthetic"):
             found.append(("CICFlowMeter flow CSVs (CIC-IDS2017/2018)", f"--{prefix}.init_args.data_dir",
-                          str(init_args.get("data_dir"))))
+                          str(init_args.get("data_dir")), DATASET_SOURCES[name]))
         elif name in DATASETS:
             what, key = DATASETS[name]
-            found.append((what, f"--{prefix}.init_args.{key}", str(init_args.get(key))))
+            found.append((what, f"--{prefix}.init_args.{key}", str(init_args.get(key)), DATASET_SOURCES[name]))
     return found
 
 
@@ -230,7 +237,7 @@ def describe(name: str, config: Mapping[str, Any], root: Path | None = None) -> 
         method, subcommand, extra = "NeroNetSearch", "evolve", None
     inputs = tuple(PathNeed(argument, path, tuple(p for p in producers(path, root) if p != name))
                    for argument, path in input_paths(config))
-    datasets = tuple(f"{what} in {path}" for what, _, path in dataset_needs(config))
+    datasets = tuple(f"{what} in {path}" for what, _, path, _ in dataset_needs(config))
     return ConfigInfo(name=name, method=method, subcommand=subcommand, extra=extra, datasets=datasets,
                       inputs=inputs)
 

@@ -39,10 +39,10 @@ from robust_lightning import (PGD, AdversarialTraining, RobustnessEvaluation, Ro
 import robust_lightning.cli
 """
 
-#: The README's plug-in example, as a script: a plain user LightningModule (no robust_lightning
-#: base class) trained 3 steps with AdversarialTraining and evaluated with RobustnessEvaluation.
-PLUG_IN_EXAMPLE = """
-import json, sys
+#: The README's plug-in example (README, "Plug adversarial training into your own Lightning
+#: project"): a plain user LightningModule, no robust_lightning base class, trained 3 steps with
+#: AdversarialTraining and evaluated with RobustnessEvaluation.
+README_EXAMPLE = """
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from robust_lightning import PGD, AdversarialTraining, RobustnessEvaluation
 
 
-class MyModule(pl.LightningModule):
+class MyModule(pl.LightningModule):  # your module, untouched: (x, y) batches, logits out
     def __init__(self):
         super().__init__()
         self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
@@ -74,17 +74,23 @@ class MyModule(pl.LightningModule):
 
 generator = torch.Generator().manual_seed(0)
 data = TensorDataset(torch.rand(96, 1, 8, 8, generator=generator), torch.randint(0, 10, (96,), generator=generator))
-trainer = pl.Trainer(max_steps=3, limit_val_batches=1, accelerator="cpu", logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, callbacks=[
-    AdversarialTraining(PGD(eps="8/255", alpha="2/255", steps=3)),
-    RobustnessEvaluation([PGD(eps="8/255", steps=5)], limit_batches=1),
+trainer = pl.Trainer(max_steps=3, limit_val_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     callbacks=[
+    AdversarialTraining(PGD(eps="8/255", alpha="2/255", steps=3)),     # attacks every training batch
+    RobustnessEvaluation([PGD(eps="8/255", steps=5)], limit_batches=1),  # logs val/robust_acc/pgd5_linf_eps8
 ])
 trainer.fit(MyModule(), DataLoader(data, batch_size=32), DataLoader(data, batch_size=32))
-optional = {optional!r}
-print(json.dumps({{"global_step": trainer.global_step,
-                  "metrics": sorted(trainer.callback_metrics),
-                  "optional_imported": sorted(name for name in optional if name in sys.modules)}}))
 """
+
+PLUG_IN_EXAMPLE = README_EXAMPLE + """
+import json, sys
+print(json.dumps({{"global_step": trainer.global_step, "metrics": sorted(trainer.callback_metrics),
+                  "optional_imported": sorted(name for name in {optional!r} if name in sys.modules)}}))
+"""
+
+
+def test_readme_shows_the_example_the_wheel_runs() -> None:
+    assert README_EXAMPLE.strip() in (REPO / "README.md").read_text()
 
 
 def _run(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,

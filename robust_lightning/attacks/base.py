@@ -60,7 +60,7 @@ class Attack(ABC):
 
     @property
     def name(self) -> str:
-        """Metric-name fragment, e.g. ``pgd10_linf_eps8`` (DESIGN.md, "Names users see")."""
+        """Metric-name fragment, e.g. ``pgd10_linf_eps8`` (docs/architecture.md, "Names users see")."""
         return self._name or f"{self.kind}_{self.norm}_{eps_tag(self.eps)}"
 
     def with_eps(self, eps: float | str) -> Attack:

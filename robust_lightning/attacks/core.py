@@ -1,6 +1,6 @@
 """Functional attack core: :func:`pgd`, :func:`fgsm` and the context they run models in.
 
-Contract (DESIGN.md, "Attack core"): ``loss_fn(x) -> (B,)`` per-sample loss to maximise;
+Contract (docs/architecture.md, "Attack core"): ``loss_fn(x) -> (B,)`` per-sample loss to maximise;
 gradients are taken with :func:`torch.autograd.grad` w.r.t. the input only; the
 step/projection/clamp runs through :mod:`robust_lightning.ops`; device and dtype come from
 ``x``; randomness only from the given :class:`torch.Generator`.

@@ -73,7 +73,7 @@ def grad_enabled_batch(batch: Any) -> Iterator[Any]:
     """Leave ``inference_mode`` and yield the batch with inference tensors cloned.
 
     Lightning validates and tests under ``torch.inference_mode``; tensors made there cannot be
-    saved for backward, so attacks need ordinary copies (DESIGN.md, "Attack context").
+    saved for backward, so attacks need ordinary copies (docs/architecture.md, "Attack context").
     """
     with torch.inference_mode(False), torch.enable_grad():
         yield apply_to_collection(batch, Tensor, _clone_inference)
