@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -140,9 +141,9 @@ def _name_runs_after_run_dir(trainer: pl.Trainer) -> None:
         if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is None:
             init = getattr(logger, "_wandb_init", None)
             if isinstance(init, dict):
-                if not init.get("name"):
+                # The configs name both loggers alike; a W&B name of its own is left alone.
+                if init.get("name") in (None, "", csv_logger.name):
                     init["name"] = run_name
-                    logger._name = run_name
                 # Lightning passes anonymous=None, which wandb >= 0.30 warns about on every run.
                 if init.get("anonymous") is None:
                     init.pop("anonymous", None)
@@ -153,7 +154,7 @@ def _name_runs_after_run_dir(trainer: pl.Trainer) -> None:
             def get_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule, _original: Any = original) -> Any:
                 metrics = _original(trainer, pl_module)
                 if "v_num" in metrics:
-                    metrics["v_num"] = version
+                    metrics["v_num"] = str(version)  # a str, so no progress bar shows it as 1.000
                 return metrics
 
             callback.get_metrics = get_metrics  # type: ignore[method-assign]
@@ -382,22 +383,43 @@ def _quiet_known_noise() -> Iterator[None]:
             rank_zero_logger.removeFilter(noise)
 
 
-def _argument_error_message(error: BaseException) -> str:
-    """jsonargparse's error, cut to its first line plus the most specific cause."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    message = lines[0]
-    detail = next((line for line in reversed(lines[1:]) if line.startswith(("-", "Expected", "Given", "Not"))), None)
-    return f"{message}\n  {detail.lstrip('- ')}" if detail and detail not in message else message
+def _readable_type(text: str) -> str:
+    """``<class 'int'>`` -> ``int``; ``typing.Literal['a', 'b']`` -> ``one of 'a', 'b'``."""
+    text = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text.strip())
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    return f"one of {literal.group(1)}" if literal else text
 
 
-def _report_user_error(error: BaseException, prog: str = "robust-lightning") -> None:
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    print(f"  (--traceback or {TRACEBACK_ENV}=1 shows where it was raised)", file=sys.stderr)
+def _argument_error_message(error: BaseException, subcommand: str | None) -> str:
+    """jsonargparse's error (a nested report over every Union member) in two lines: the
+    argument, what it expects, what it got; then where to look."""
+    text = str(error)
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    expected = [line for line in lines if line.startswith("Expected") and "NoneType" not in line]
+    help_hint = f"`robust-lightning {subcommand or 'SUBCOMMAND'} --help` lists the arguments and their types"
+    if keys and expected:
+        argument = ".init_args.".join(keys) if "class_path" in text else keys[0]
+        match = re.match(r"Expected (?:an? )?(.*?)(?:\.? Got value: (.*))?$", expected[-1])
+        wanted = _readable_type(match.group(1)) if match else expected[-1]
+        given = match.group(2) if match and match.group(2) else next(
+            (line.split(":", 1)[1].strip() for line in reversed(lines) if line.startswith("Given value:")), None)
+        got = f", got {given!r}" if given is not None else ""
+        return f"--{argument}: expected {wanted}{got}\n  ({help_hint})"
+    detail = next((line for line in reversed(lines[1:])
+                   if not line.startswith(("Given value", "Subtypes", "Errors"))), None)
+    first = lines[0] if lines else type(error).__name__
+    return f"{first} {detail}\n  ({help_hint})" if detail else f"{first}\n  ({help_hint})"
 
 
-def _dispatch(argv: list[str]) -> Any:
+def _report_user_error(message: str, traceback_hint: bool = True) -> None:
+    print(f"robust-lightning: error: {message}", file=sys.stderr)
+    if traceback_hint:
+        print(f"  (--traceback or {TRACEBACK_ENV}=1 shows where it was raised)", file=sys.stderr)
+
+
+def _dispatch(argv: list[str], from_command_line: bool = False) -> Any:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help(), file=sys.stdout if argv else sys.stderr)
         if not argv:
@@ -407,7 +429,16 @@ def _dispatch(argv: list[str]) -> Any:
         return configs_command(argv[1:])
     if argv[0] == "evolve":
         return evolve(argv[1:])
-    cli = RobustLightningCLI(args=resolve_config_arguments(argv), parser_kwargs={"exit_on_error": False})
+    resolved = resolve_config_arguments(argv)
+    if from_command_line:
+        # LightningCLI warns when given both args and a command line; hand it the resolved one.
+        saved_argv, sys.argv = sys.argv, [sys.argv[0], *resolved]
+        try:
+            cli = RobustLightningCLI(parser_kwargs={"exit_on_error": False})
+        finally:
+            sys.argv = saved_argv
+    else:
+        cli = RobustLightningCLI(args=resolved, parser_kwargs={"exit_on_error": False})
     _finish_wandb_run()
     return cli
 
@@ -434,16 +465,17 @@ def main(args: list[str] | None = None) -> Any:
 
     with _quiet_known_noise():
         try:
-            return _dispatch(argv)
+            return _dispatch(argv, from_command_line=args is None)
         except UserError as error:
             if show_traceback:
                 raise
-            _report_user_error(error)
+            _report_user_error(str(error))
             raise SystemExit(2) from None
         except ArgumentError as error:
             if show_traceback:
                 raise
-            _report_user_error(_argument_error_message(error))
+            subcommand = argv[0] if argv and not argv[0].startswith("-") else None
+            _report_user_error(_argument_error_message(error, subcommand), traceback_hint=False)
             raise SystemExit(2) from None
 
 

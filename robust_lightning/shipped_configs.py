@@ -146,6 +146,7 @@ def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _walk(value, dotted)
     elif isinstance(node, list):
         for index, value in enumerate(node):
+            yield f"{prefix}[{index}]", value
             yield from _walk(value, f"{prefix}[{index}]")
 
 
@@ -235,8 +236,10 @@ def describe(name: str, config: Mapping[str, Any], root: Path | None = None) -> 
                       if class_path == package or class_path.startswith(f"{package}.")), None)
     else:  # `robust-lightning evolve` configs hold NeroNetSearch's own arguments
         method, subcommand, extra = "NeroNetSearch", "evolve", None
+    # One entry per path: a victim folder is both victim_path and tokenizer_path.
+    first_argument = {path: argument for argument, path in reversed(input_paths(config))}
     inputs = tuple(PathNeed(argument, path, tuple(p for p in producers(path, root) if p != name))
-                   for argument, path in input_paths(config))
+                   for path, argument in first_argument.items())
     datasets = tuple(f"{what} in {path}" for what, _, path, _ in dataset_needs(config))
     return ConfigInfo(name=name, method=method, subcommand=subcommand, extra=extra, datasets=datasets,
                       inputs=inputs)

@@ -218,8 +218,8 @@ def test_run_names_follow_the_run_dir(tmp_path: Path, monkeypatch: pytest.Monkey
     run_dir = Path(cli.trainer.log_dir)
     assert run_dir.name == "version_1"
     wandb_logger = next(logger for logger in cli.trainer.loggers if type(logger).__name__ == "WandbLogger")
-    assert wandb_logger.name == f"{run_dir.parent.name}/version_1"
-    assert cli.trainer.progress_bar_callback.get_metrics(cli.trainer, cli.model)["v_num"] == 1
+    assert wandb_logger.experiment.name == f"{run_dir.parent.name}/version_1"
+    assert cli.trainer.progress_bar_callback.get_metrics(cli.trainer, cli.model)["v_num"] == "1"
 
 
 #: Every shipped config that needs something from outside the package, and what the message

@@ -108,13 +108,27 @@ def _last_json(stdout: str) -> dict:
 
 
 def test_core_api_imports_no_optional_stack() -> None:
-    code = CORE_IMPORTS + textwrap.dedent(f"""
+    """``import robust_lightning`` imports nothing heavy; the core API adds no optional package.
+
+    The baseline is Lightning itself: ``import lightning.pytorch`` imports torchmetrics, which
+    imports transformers whenever it is installed (torchmetrics' BERTScore), so "not in
+    sys.modules" is measured against what the user's own Lightning import already loaded. The
+    wheel test below runs the same path where the extras are not installed at all.
+    """
+    code = textwrap.dedent(f"""
         import json, sys
-        print(json.dumps(sorted(name for name in {OPTIONAL_MODULES!r} if name in sys.modules)))
+        optional = {OPTIONAL_MODULES!r}
+        import robust_lightning
+        bare = sorted(name for name in (*optional, "torch", "lightning", "torchmetrics") if name in sys.modules)
+        import lightning.pytorch, torchmetrics
+        baseline = {{name for name in optional if name in sys.modules}}
+    """) + CORE_IMPORTS + textwrap.dedent("""
+        added = sorted(name for name in optional if name in sys.modules and name not in baseline)
+        print(json.dumps({"bare": bare, "added": added}))
     """)
     result = _repo_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert _last_json(result.stdout) == {"bare": [], "added": []}
 
 
 def test_every_public_name_resolves_and_dir_lists_it() -> None:
@@ -143,34 +157,40 @@ def test_every_public_name_resolves_and_dir_lists_it() -> None:
     assert all(value == [[], []] for value in out.values()), out
 
 
-@pytest.mark.parametrize(("blocked", "statement", "extra"), [
-    ("pandapower", "import robust_lightning.envs", "rl"),
-    ("gymnasium", "from robust_lightning import VoltVarTD3", "rl"),
-    ("torchaudio", "from robust_lightning import AudioQualityGRL", "audio"),
-    ("torchaudio", "from robust_lightning.datamodules import SpuriousCueSpeechDataModule", "audio"),
-    ("transformers", "from robust_lightning import BackdoorDefense", "text"),
-    ("transformers", "from robust_lightning.datamodules import TextBackdoorDataModule", "text"),
-])
-def test_missing_extra_is_one_line_naming_it(blocked: str, statement: str, extra: str) -> None:
+@pytest.mark.parametrize(("blocked", "statements", "extra"), [
+    ("pandapower", ["import robust_lightning.envs", "from robust_lightning import VoltVarTD3"], "rl"),
+    ("gymnasium", ["from robust_lightning import VoltVarTD3"], "rl"),
+    ("torchaudio", ["from robust_lightning import AudioQualityGRL",
+                    "from robust_lightning.datamodules import SpuriousCueSpeechDataModule"], "audio"),
+    ("transformers", ["from robust_lightning import BackdoorDefense",
+                      "from robust_lightning.datamodules import TextBackdoorDataModule",
+                      "from robust_lightning import SIAAlign"], "text"),
+], ids=lambda value: value if isinstance(value, str) and " " not in value else None)
+def test_missing_extra_is_one_line_naming_it(blocked: str, statements: list[str], extra: str) -> None:
     # `sys.modules[name] = None` is how Python spells "not installed" for every later import.
+    # Lightning is imported first: torchmetrics imports transformers itself whenever its
+    # metadata says it is installed, so blocking it earlier would break Lightning, not us.
     code = textwrap.dedent(f"""
         import sys
+        import lightning.pytorch
         sys.modules[{blocked!r}] = None
         from robust_lightning.errors import MissingExtraError
-        try:
-            {statement}
-        except MissingExtraError as error:
-            print(repr(isinstance(error, ImportError)))
-            print(error)
-        else:
-            print("imported")
+        for statement in {statements!r}:
+            try:
+                exec(statement)
+            except MissingExtraError as error:
+                print(f"{{isinstance(error, ImportError)}}|{{error}}")
+            else:
+                print("imported: " + statement)
     """)
     result = _repo_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "True", result.stdout
-    assert lines[1:] == [lines[1]], "one line"
-    assert lines[1].endswith(f"needs {blocked}: pip install 'robust-lightning[{extra}]'"), lines[1]
+    assert len(lines) == len(statements), result.stdout
+    for line in lines:
+        is_import_error, message = line.split("|", 1)
+        assert is_import_error == "True", line
+        assert message.endswith(f"needs {blocked}: pip install 'robust-lightning[{extra}]'"), line
 
 
 def test_require_reports_a_broken_install_with_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
