@@ -413,6 +413,21 @@ def _argument_error_message(error: BaseException, subcommand: str | None) -> str
     return f"{first} {detail}\n  ({help_hint})" if detail else f"{first}\n  ({help_hint})"
 
 
+def _user_error_cause(error: BaseException) -> UserError | None:
+    """The UserError jsonargparse wrapped while resolving a class_path (innermost first found)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
+
+
 def _report_user_error(message: str, traceback_hint: bool = True) -> None:
     print(f"robust-lightning: error: {message}", file=sys.stderr)
     if traceback_hint:
@@ -474,6 +489,10 @@ def main(args: list[str] | None = None) -> Any:
         except ArgumentError as error:
             if show_traceback:
                 raise
+            cause = _user_error_cause(error)
+            if cause is not None:  # e.g. importing a config's class found a missing extra
+                _report_user_error(str(cause))
+                raise SystemExit(2) from None
             subcommand = argv[0] if argv and not argv[0].startswith("-") else None
             _report_user_error(_argument_error_message(error, subcommand), traceback_hint=False)
             raise SystemExit(2) from None

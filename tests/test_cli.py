@@ -287,3 +287,27 @@ def test_configs_needing_outside_input_exit_2_naming_it(tmp_path: Path) -> None:
         assert expected in err, f"{name}: message does not name {expected!r}:\n{err}"
         assert len(err.strip().splitlines()) <= 2, f"{name}: more than two lines:\n{err}"
     assert not list(tmp_path.iterdir()), "a failed input check must not leave run folders behind"
+
+
+def test_known_noise_is_silenced_at_the_entry_point_only(tmp_path: Path) -> None:
+    """W&B's "anonymous setting" warning, torch's LeafSpec deprecation (raised by Lightning) and
+    Lightning's litlogger tip are not shown by our CLI; the filters do not outlive main()."""
+    code = (
+        "import logging, warnings\n"
+        "from robust_lightning.cli import main\n"
+        "filters = list(warnings.filters)\n"
+        "main(['fit', '--config', 'classifier/digits_pgd_at.yaml', '--trainer.max_epochs=1',\n"
+        "      '--trainer.limit_train_batches=2', '--trainer.limit_val_batches=1',\n"
+        "      '--trainer.enable_progress_bar=false', '--trainer.accelerator=cpu'])\n"
+        "assert warnings.filters == filters, 'warning filters changed for user code'\n"
+        "assert not logging.getLogger('lightning.pytorch.utilities.rank_zero').filters\n"
+        "print('filters restored')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "filters restored" in result.stdout
+    assert (tmp_path / "runs" / "wandb").is_dir(), "the W&B logger ran (so its warning had its chance)"
+    for noise in ("anonymous setting", "LeafSpec", "litlogger"):
+        assert noise not in result.stdout + result.stderr, noise
