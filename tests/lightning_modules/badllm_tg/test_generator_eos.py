@@ -30,7 +30,7 @@ def _bert_tokenizer(folder: Path) -> Path:
 
 def test_trigger_generator_names_the_missing_eos(tmp_path: Path) -> None:
     tokenizer = BertTokenizerFast.from_pretrained(_bert_tokenizer(tmp_path / "bert"), local_files_only=True)
-    with pytest.raises(InvalidArgumentError, match=r"\(BertTokenizerFast\) has no eos token.*BERT-style"):
+    with pytest.raises(InvalidArgumentError, match=r"\(BertTokenizer\w*\) has no eos token.*BERT-style"):
         TriggerGenerator(tokenizer, policy_config=TINY_GPT2)
 
 
@@ -42,7 +42,7 @@ def test_defense_with_bert_victim_says_how_to_give_a_generator(tmp_path: Path) -
     with pytest.raises(InvalidArgumentError) as raised:
         trainer.fit(defense, data)
     message = str(raised.value)
-    for part in ("victim's tokenizer (BertTokenizerFast)", "no eos token", "--model.init_args.generator_path",
+    for part in ("victim's tokenizer (BertTokenizer", "no eos token", "--model.init_args.generator_path",
                  "generator_config"):
         assert part in message, message
 
