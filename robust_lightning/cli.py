@@ -7,9 +7,12 @@
 * the resolved config is saved to the run dir and never overwrites an earlier one;
 * loggers default to CSV plus Weights & Biases in offline mode (no account needed;
   ``WANDB_MODE=online`` opts in to syncing; without the ``[wandb]`` extra, CSV only);
-* a :class:`~robust_lightning.errors.UserError` or an argument error prints one line and exits
-  with status 2; ``--traceback`` (or ``ROBUST_LIGHTNING_TRACEBACK=1``) shows the traceback.
-  Any other exception is a bug and keeps its traceback.
+* a :class:`~robust_lightning.errors.UserError` or an argument error prints one or two lines
+  (the argument or file, what was expected, how to fix it) and exits with status 2;
+  ``--traceback`` (or ``ROBUST_LIGHTNING_TRACEBACK=1``) shows the traceback. Any other
+  exception is a bug and keeps its traceback;
+* the known noise of every run (W&B's "anonymous setting", torch's LeafSpec deprecation raised
+  inside Lightning, Lightning's litlogger tip) is silenced inside :func:`main` only.
 """
 
 from __future__ import annotations
