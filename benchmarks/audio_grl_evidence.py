@@ -12,6 +12,8 @@ Usage::
 
     python benchmarks/audio_grl_evidence.py --seeds 0 1 2 3 4 5 6 7 8 9 --threads 1 2
     python benchmarks/audio_grl_evidence.py --seeds 0 --threads 1 --set head=gaussian --set epochs=60
+    python benchmarks/audio_grl_evidence.py --seeds 0 1 2 --threads 1 --data-seed same \
+        --out benchmarks/results/audio_grl_data_seeds.json   # each seed on its own generated corpus
 """
 
 from __future__ import annotations
@@ -82,11 +84,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="intra-op thread counts (torch.set_num_threads) to repeat the experiment with")
-    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--data-seed", default="0",
+                        help="corpus generation seed, or 'same' to generate one corpus per model seed "
+                             "(under ROOT/data_seed_<seed>), so the seeds also vary the data")
     parser.add_argument("--root", default="data/audio_grl_evidence_corpus")
     parser.add_argument("--set", action="append", default=[], help="experiment setting KEY=VALUE")
     parser.add_argument("--out", default="benchmarks/results/audio_grl_evidence.json")
     args = parser.parse_args()
+    if args.data_seed != "same" and not args.data_seed.isdigit():
+        raise SystemExit(f"--data-seed must be a non-negative integer or 'same', got {args.data_seed!r}")
     if min(args.threads) < 1:
         raise SystemExit(f"--threads must be positive integers, got {args.threads}")
     overrides = parse_settings(args.set, EXPERIMENT_DEFAULTS)
@@ -101,9 +107,12 @@ def main() -> None:
                     start = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message=".*espeak-ng.*")
-                        result = run_spurious_cue_experiment(args.root, seed, adversarial, data_seed=args.data_seed,
+                        data_seed = seed if args.data_seed == "same" else int(args.data_seed)
+                        root = Path(args.root) / f"data_seed_{seed}" if args.data_seed == "same" else args.root
+                        result = run_spurious_cue_experiment(root, seed, adversarial, data_seed=data_seed,
                                                              **overrides)
-                    rows.append({"threads": threads, "seed": seed, "model": "grl" if adversarial else "baseline",
+                    rows.append({"threads": threads, "seed": seed, "data_seed": data_seed,
+                                 "model": "grl" if adversarial else "baseline",
                                  **result, "seconds": time.perf_counter() - start})
                     print(json.dumps(rows[-1]), flush=True)
     finally:

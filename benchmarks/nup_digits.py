@@ -52,7 +52,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_lightning.attacks.apgd import APGD
+from robust_lightning.attacks.autopgd import APGD
 from robust_lightning.attacks.core import attack_mode, pgd
 from robust_lightning.callbacks.conjugate_probe import ConjugateProbe
 from robust_lightning.datamodules import DigitsDataModule

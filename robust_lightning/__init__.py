@@ -6,6 +6,7 @@ dependencies, and a method whose extra is missing fails with one line naming the
 (``pip install 'robust-lightning[rl]'``) only when it is used.
 """
 
+# ruff: noqa: F401
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -23,7 +24,9 @@ _NN = "robust_lightning.nn"
 # Public name -> the module that defines it (add yours in sorted order).
 _EXPORTS: dict[str, str] = {
     "APGD": _ATTACKS,
+    "FAB": _ATTACKS,
     "FGSM": _ATTACKS,
+    "METHODS": _METHODS,
     "NFGSM": _ATTACKS,
     "PGD": _ATTACKS,
     "AdversarialMixin": "robust_lightning.protocol",
@@ -50,12 +53,16 @@ _EXPORTS: dict[str, str] = {
     "KGATDetector": f"{_METHODS}.kgat",
     "LaplacianSharpen": _NN,
     "LaplacianSharpening": _CALLBACKS,
+    "LastCheckpoint": _CALLBACKS,
+    "MethodSpec": _METHODS,
     "NeroNetClassifier": f"{_METHODS}.nero_net",
     "NeroNetSearch": f"{_METHODS}.nero_net",
     "Normalize": _NN,
     "PreActResNet18": _NN,
     "RCTAFClassifier": f"{_METHODS}.rct_af",
+    "RankGenerator": _ATTACKS,
     "RobustClassifier": _METHODS,
+    "RobustMethod": _METHODS,
     "RobustnessEvaluation": _CALLBACKS,
     "SIAAlign": f"{_METHODS}.sia",
     "SIADataModule": f"{_METHODS}.sia",
@@ -74,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "depth_upscale": f"{_METHODS}.sia",
     "fgsm": _ATTACKS,
     "hessian_diag_norm": f"{_METHODS}.rct_af",
+    "load_checkpoint": "robust_lightning._checkpoint",
     "pgd": _ATTACKS,
     "swap_activations": f"{_METHODS}.rct_af",
 }
@@ -81,9 +89,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
-if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+# The imports below only tell type checkers and IDEs what the lazy names are (__all__ is
+# built from _EXPORTS, so linters cannot see that they are re-exported).
+if TYPE_CHECKING:
+    from robust_lightning._checkpoint import load_checkpoint
     from robust_lightning.attacks import (
         APGD,
+        FAB,
         FGSM,
         NFGSM,
         PGD,
@@ -91,6 +103,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         AttackEngine,
         ConstrainedPGD,
         DetectionAttack,
+        RankGenerator,
         Square,
         TransferAttack,
         apgd,
@@ -102,6 +115,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         AdversarialTraining,
         ConjugateProbe,
         LaplacianSharpening,
+        LastCheckpoint,
         RobustnessEvaluation,
     )
     from robust_lightning.datamodules import (
@@ -114,7 +128,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         SyntheticDigitsDataModule,
         SyntheticThermalDataModule,
     )
-    from robust_lightning.lightning_modules import RobustClassifier
+    from robust_lightning.lightning_modules import (
+        METHODS,
+        MethodSpec,
+        RobustClassifier,
+        RobustMethod,
+    )
     from robust_lightning.lightning_modules.audio_grl import AudioQualityGRL
     from robust_lightning.lightning_modules.badllm_tg import (
         BackdoorDefense,

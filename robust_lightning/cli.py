@@ -182,6 +182,24 @@ def _previous_last_checkpoint(trainer: pl.Trainer) -> str | None:
     return str(max(candidates, key=lambda path: path.stat().st_mtime_ns))
 
 
+def _check_ckpt_path(ckpt_path: Any) -> None:
+    """Refuse a missing or corrupt ``--ckpt_path`` file by name before Lightning loads it
+    (torch's own message for a corrupt file suggests loading it unsafely)."""
+    if not isinstance(ckpt_path, (str, os.PathLike)):
+        return
+    if str(ckpt_path) in _LIGHTNING_CKPT_ALIASES or str(ckpt_path).startswith("registry:"):
+        return
+    if "://" in str(ckpt_path):  # remote (fsspec) paths are Lightning's to open
+        return
+    from robust_lightning._checkpoint import check_checkpoint_file
+
+    check_checkpoint_file(ckpt_path, argument="ckpt_path")
+
+
+# Lightning's own names for checkpoints it finds itself ("registry" may carry a ":name").
+_LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
 class RobustLightningCLI(LightningCLI):
     """LightningCLI for robust_lightning modules, DataModules and callbacks.
 
@@ -193,6 +211,7 @@ class RobustLightningCLI(LightningCLI):
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
+            _check_ckpt_path(config.get("ckpt_path"))
             return
         found = _previous_last_checkpoint(self.trainer)
         if found is None:
@@ -200,8 +219,17 @@ class RobustLightningCLI(LightningCLI):
                            "starting from scratch")
             config["ckpt_path"] = None
         else:
+            _check_ckpt_path(found)
             rank_zero_info(f"Resuming from {found}")
             config["ckpt_path"] = found
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` by name before LightningCLI reads its hyperparameters (with
+        ``torch.load``, whose message for a corrupt file suggests unsafe loading)."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Check a chained recipe's inputs, drop W&B without its extra, make its dir absolute.

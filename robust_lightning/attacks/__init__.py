@@ -1,7 +1,11 @@
-"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`), config-friendly classes
-and textual backdoor poisoners."""
+"""Attacks: a functional core (:func:`pgd`, :func:`fgsm`, :func:`apgd`, :func:`fab_attack`),
+config-friendly classes, input-gradient probes and textual backdoor poisoners.
 
-from robust_lightning.attacks.apgd import APGD, apgd, dlr_loss, targeted_dlr_loss
+Module names never equal the function names they define (``autopgd.apgd``, ``fab.fab_attack``,
+``square.square_attack``), so ``import robust_lightning.attacks.<module>`` always yields the module.
+"""
+
+from robust_lightning.attacks.autopgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.constrained import (
     ConstrainedPGD,
@@ -16,6 +20,8 @@ from robust_lightning.attacks.detection import (
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.fab import FAB, FABResult, fab_attack, robust_accuracy_at_radii
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (
     POISONERS,
@@ -30,16 +36,19 @@ from robust_lightning.attacks.transfer import TransferAttack, load_surrogate
 __all__ = [
     "APGD",
     "ATTACK_PRECISIONS",
+    "FAB",
     "FGSM",
     "NFGSM",
     "PGD",
     "POISONERS",
+    "RankGenerator",
     "AddSentPoisoner",
     "Attack",
     "AttackEngine",
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "FABResult",
     "FlowConstraints",
     "Square",
     "StyleTemplatePoisoner",
@@ -52,10 +61,12 @@ __all__ = [
     "detection_attack",
     "dlr_loss",
     "eps_tag",
+    "fab_attack",
     "fgsm",
     "load_surrogate",
     "parse_budget",
     "pgd",
+    "robust_accuracy_at_radii",
     "split_detection_losses",
     "square_attack",
     "targeted_dlr_loss",

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from robust_lightning import ops
+from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
     "Bounds",
@@ -44,7 +45,7 @@ NORMS: tuple[str, ...] = ("linf", "l2")
 # Inputs a hair outside the bounds (float rounding in resizing/normalising pipelines) are
 # accepted and clamped; anything further out is a data bug worth an error.
 _BOUNDS_TOLERANCE = 1e-5
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
+_FRACTION = re.compile(r"^\s*([-+]?)\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
 
 def parse_budget(value: float | int | str, name: str) -> float:
@@ -54,29 +55,32 @@ def parse_budget(value: float | int | str, name: str) -> float:
     form; it is parsed with a regular expression, never evaluated.
 
     Raises:
-        ValueError: naming ``name`` when the value is neither a number nor ``"a/b"``.
+        InvalidArgumentError: naming ``name`` when the value is neither a number nor ``"a/b"``,
+            is not finite, or is negative (budgets are radii and step sizes: >= 0).
     """
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
+        raise InvalidArgumentError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
     parsed: float | None = None
     if isinstance(value, (int, float)):
         parsed = float(value)
     elif isinstance(value, str):
         match = _FRACTION.match(value)
         if match:
-            denominator = float(match.group(2))
+            denominator = float(match.group(3))
             if denominator == 0:
-                raise ValueError(f"{name}={value!r} divides by zero")
-            parsed = float(match.group(1)) / denominator
+                raise InvalidArgumentError(f"{name}={value!r} divides by zero")
+            parsed = float(match.group(2)) / denominator * (-1.0 if match.group(1) == "-" else 1.0)
         else:
             try:
                 parsed = float(value)
             except ValueError:
                 pass
     if parsed is None:
-        raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
+        raise InvalidArgumentError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
     if not math.isfinite(parsed):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+    if parsed < 0:
+        raise InvalidArgumentError(f"{name} must be >= 0 (attack budgets are non-negative), got {value!r}")
     return parsed
 
 
@@ -164,8 +168,8 @@ def _check_inputs(x: Tensor, lo: float, hi: float) -> None:
         )
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
-    x_min, x_max = torch.aminmax(x.detach())
-    x_min, x_max = float(x_min), float(x_max)
+    x_min_tensor, x_max_tensor = torch.aminmax(x.detach())
+    x_min, x_max = float(x_min_tensor), float(x_max_tensor)
     if not (math.isfinite(x_min) and math.isfinite(x_max)):
         raise ValueError("x contains NaN or inf values")
     if x_min < lo - _BOUNDS_TOLERANCE or x_max > hi + _BOUNDS_TOLERANCE:

@@ -91,7 +91,7 @@ class AttackEngine:
     def prepare_module(self, module: nn.Module) -> None:
         """Convert the module's weights to channels-last once (idempotent)."""
         if self.channels_last and id(module) not in self._converted:
-            module.to(memory_format=torch.channels_last)
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs omit memory_format
             self._converted.add(id(module))
 
     def prepare_inputs(self, inputs: Tensor) -> Tensor:

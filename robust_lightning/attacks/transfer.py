@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._checkpoint import load_checkpoint
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import LossFn, attack_mode
+from robust_lightning.errors import CheckpointError, PrerequisiteError
 
 __all__ = ["TransferAttack", "load_surrogate"]
 
@@ -20,20 +22,24 @@ def load_surrogate(surrogate: nn.Module, checkpoint: str | Path | None) -> nn.Mo
     """Load weights into ``surrogate`` from a Lightning checkpoint or a bare state dict.
 
     Loading uses ``weights_only=True``: a checkpoint cannot run code.
+
+    Raises:
+        PrerequisiteError: the file does not exist (train the surrogate first).
+        CheckpointError: the file is corrupt or holds a pickled object; nothing of it ran.
     """
     if checkpoint is None:
         return surrogate
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise PrerequisiteError(
             f"surrogate_checkpoint {str(path)!r} does not exist; train the surrogate first "
             "(e.g. robust-lightning fit --config configs/sharpening/digits_surrogate.yaml)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, argument="surrogate_checkpoint")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"surrogate_checkpoint {str(path)!r} holds no state dict")
+        raise CheckpointError(f"surrogate_checkpoint {str(path)!r} holds no state dict")
     missing, unexpected = surrogate.load_state_dict(state, strict=False)
     if missing:
         raise ValueError(
@@ -96,7 +102,8 @@ class TransferAttack(Attack):
         """Adversarial inputs crafted on the surrogate; ``logits_fn`` (the target) is unused."""
         surrogate = self.surrogate.to(x.device)
         with attack_mode(surrogate):
-            if getattr(self.attack, "requires_logits", False):
-                return self.attack.perturb_logits(surrogate, x, target, generator=generator)
+            perturb_logits = getattr(self.attack, "perturb_logits", None)
+            if getattr(self.attack, "requires_logits", False) and perturb_logits is not None:
+                return perturb_logits(surrogate, x, target, generator=generator)
             return self.attack(lambda z: F.cross_entropy(surrogate(z).float(), target, reduction="none"),
                                x, generator=generator)

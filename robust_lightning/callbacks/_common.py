@@ -1,68 +1,21 @@
-"""Pieces both attack callbacks need: seeded generators and leaving inference mode."""
+"""Pieces the callbacks share: leaving inference mode, autocast, running an attack, the report folder."""
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers.logger import DummyLogger
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 
 from robust_lightning.attacks.engine import AttackEngine
 from robust_lightning.protocol import check_class_targets, logits_of, protocol_method, split_batch
-
-# Ranks draw from distinct streams; a large odd stride keeps them from overlapping.
-_RANK_SEED_STRIDE = 1_000_003
-
-
-class RankGenerator:
-    """A :class:`torch.Generator` on the module's device, seeded per rank, checkpointable.
-
-    ``seed=None`` derives the seed from ``torch.initial_seed()`` (what ``seed_everything`` set),
-    so runs are reproducible without the callback ever reseeding global RNGs.
-    """
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._pending_state: Tensor | None = None
-
-    def base_seed(self, rank: int) -> int:
-        base = torch.initial_seed() if self.seed is None else self.seed
-        return (int(base) + rank * _RANK_SEED_STRIDE) % (2**63)
-
-    def get(self, device: torch.device, rank: int) -> torch.Generator:
-        if self._generator is None or torch.device(self._generator.device) != _canonical(device):
-            generator = torch.Generator(device=device)
-            generator.manual_seed(self.base_seed(rank))
-            if self._pending_state is not None:
-                generator.set_state(self._pending_state)
-                self._pending_state = None
-            self._generator = generator
-        return self._generator
-
-    def reset(self, device: torch.device, rank: int) -> torch.Generator:
-        self._generator = None
-        self._pending_state = None
-        return self.get(device, rank)
-
-    def state(self) -> Tensor | None:
-        return self._generator.get_state() if self._generator is not None else self._pending_state
-
-    def load_state(self, state: Tensor | None) -> None:
-        self._generator = None
-        self._pending_state = state
-
-
-def _canonical(device: torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
 
 def _clone_inference(tensor: Tensor) -> Tensor:
     return tensor.clone() if tensor.is_inference() else tensor
@@ -119,3 +72,41 @@ def run_attack(attack: Any, pl_module: pl.LightningModule, batch: Any, inputs: T
 
 def _logits(x: Tensor, module: pl.LightningModule) -> Tensor:
     return logits_of(module, x, None)
+
+
+_REPORT_DIRS: weakref.WeakKeyDictionary[pl.Trainer, Path] = weakref.WeakKeyDictionary()
+
+
+def report_dir(trainer: pl.Trainer) -> Path:
+    """The folder a callback writes its report files into: this run's own, never an earlier one's.
+
+    With a logger that versions its runs (CSV, TensorBoard) it is the logger's ``log_dir``.
+    Without one (``logger=False``, or ``fast_dev_run``, where Lightning swaps the loggers for a
+    dummy whose ``log_dir`` is the shared ``default_root_dir``) it is a new
+    ``<default_root_dir>/reports/version_<n>`` folder, created on first use and kept for the
+    trainer's lifetime, so a second run never overwrites the first one's report.
+
+    Call it on every rank: ``trainer.log_dir`` is a collective under DDP. Only rank 0 creates
+    the fallback folder (only rank 0 writes reports); other ranks get ``default_root_dir``.
+    """
+    log_dir = trainer.log_dir
+    versioned = bool(trainer.loggers) and not isinstance(trainer.loggers[0], DummyLogger)
+    if versioned and log_dir is not None:
+        return Path(log_dir)
+    if trainer in _REPORT_DIRS:
+        return _REPORT_DIRS[trainer]
+    if not trainer.is_global_zero:
+        return Path(trainer.default_root_dir)
+    parent = Path(trainer.default_root_dir) / "reports"
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.split("_", 1)[1]) for p in parent.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        folder = parent / f"version_{version}"
+        try:
+            folder.mkdir()  # exist_ok=False: two processes never share a folder
+            break
+        except FileExistsError:
+            version += 1
+    _REPORT_DIRS[trainer] = folder
+    return folder

@@ -8,10 +8,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
-from robust_lightning.callbacks._common import RankGenerator, precision_context, run_attack
+from robust_lightning.attacks.generators import RankGenerator
+from robust_lightning.callbacks._common import precision_context, run_attack
 from robust_lightning.protocol import index_batch, protocol_method, replace_batch_contents
 
 __all__ = ["AdversarialTraining"]
@@ -57,8 +59,7 @@ class AdversarialTraining(Callback):
             raise TypeError(f"attack must be an Attack (e.g. PGD(...)), got {type(attack).__name__}")
         if model_mode not in ("eval", "train"):
             raise ValueError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"start_epoch must be an int >= 0, got {start_epoch!r}")
+        check_int_at_least("start_epoch", start_epoch, 0)
         if not 0.0 < float(ratio) <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
         self.attack = attack

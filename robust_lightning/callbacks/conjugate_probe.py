@@ -4,7 +4,7 @@ Zhang et al. ("Neural Uncertainty Principle", arXiv:2603.19562) read an input an
 gradient as conjugate observables; a single backward pass per batch gives statistics that
 signal adversarial fragility (classifiers) and hallucination risk (LLMs, at prefill). The
 callback runs that backward on the batches of the chosen stages and logs the batch means of the
-per-sample statistics of :func:`~robust_lightning.lightning_modules.nup.model.probe_statistics`
+per-sample statistics of :func:`~robust_lightning.attacks.probes.probe_statistics`
 (spread product, correlation of ``x`` and ``∇x L``, mean ``|x ⊙ ∇x L|``, ...) as
 ``<stage>/probe/<name>``. The formulas are our reading of the paper (see that module).
 
@@ -13,7 +13,7 @@ per-sample statistics of :func:`~robust_lightning.lightning_modules.nup.model.pr
   ``loss="predicted"``, the cross-entropy of the model's own prediction (the label-free probe).
 * HF causal LMs: ``causal_lm="model"`` names the attribute holding the LM; batches are dicts
   with ``input_ids`` (and optionally ``attention_mask`` and a prompt mask); the probe is taken
-  on the prompt embeddings at prefill (:func:`~robust_lightning.lightning_modules.nup.model.causal_lm_prefill_probe`).
+  on the prompt embeddings at prefill (:func:`~robust_lightning.attacks.probes.causal_lm_prefill_probe`).
 
 The probe costs one extra forward and backward per probed batch (``every_n_batches`` thins it);
 parameters never receive gradients and BatchNorm statistics are untouched
@@ -23,7 +23,6 @@ runs: list it before :class:`AdversarialTraining` to probe the clean training in
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -34,9 +33,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least, check_number
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.callbacks._common import grad_enabled_batch, precision_context
-from robust_lightning.lightning_modules.nup.model import (
+from robust_lightning.attacks.probes import (
     LM_LOSSES,
     causal_lm_prefill_probe,
     input_gradient,
@@ -89,8 +89,7 @@ class ConjugateProbe(Callback):
         unknown = sorted(set(stages) - set(STAGES))
         if unknown or not stages:
             raise ValueError(f"stages must be a non-empty list among {STAGES}, got {stages!r}")
-        if isinstance(every_n_batches, bool) or not isinstance(every_n_batches, int) or every_n_batches < 1:
-            raise ValueError(f"every_n_batches must be an int >= 1, got {every_n_batches!r}")
+        check_int_at_least("every_n_batches", every_n_batches, 1)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if lm_loss not in LM_LOSSES:
@@ -99,8 +98,7 @@ class ConjugateProbe(Callback):
             raise ValueError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
         if causal_lm is not None and (not isinstance(causal_lm, str) or not causal_lm):
             raise ValueError(f"causal_lm must be None or an attribute path such as 'model', got {causal_lm!r}")
-        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-            raise ValueError(f"baseline must be a finite number, got {baseline!r}")
+        check_number("baseline", baseline)
         self.stages = tuple(stages)
         self.every_n_batches = every_n_batches
         self.loss = loss

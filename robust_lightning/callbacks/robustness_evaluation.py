@@ -30,14 +30,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric, SumMetric
 
+from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import attack_mode, eps_tag, parse_budget
 from robust_lightning.attacks.engine import AttackEngine, AttackPrecision
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.callbacks._common import (
-    RankGenerator,
     grad_enabled_batch,
     precision_context,
+    report_dir,
     run_attack,
 )
 from robust_lightning.protocol import index_batch, protocol_method
@@ -122,10 +124,9 @@ class RobustnessEvaluation(Callback):
         if duplicates or CLEAN in names:
             raise ValueError(f"attack names must be unique and not {CLEAN!r}; repeated: {duplicates}; "
                              "pass name=... to tell them apart")
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be an int >= 1, got {every_n_epochs!r}")
-        if limit_batches is not None and (not isinstance(limit_batches, int) or limit_batches < 1):
-            raise ValueError(f"limit_batches must be None or an int >= 1, got {limit_batches!r}")
+        check_int_at_least("every_n_epochs", every_n_epochs, 1)
+        if limit_batches is not None:
+            check_int_at_least("limit_batches", limit_batches, 1, reason="or None for all batches")
         if model_mode not in ("eval", "train"):
             raise ValueError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
         self.worst_case = bool(worst_case)
@@ -304,8 +305,7 @@ class RobustnessEvaluation(Callback):
         Called on every rank: ``trainer.log_dir`` is a collective under DDP, so it is resolved
         everywhere and only rank 0 writes.
         """
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        return self._write_report(trainer, stage, run_dir)
+        return self._write_report(trainer, stage, report_dir(trainer))
 
     @rank_zero_only
     def _write_report(self, trainer: pl.Trainer, stage: str, run_dir: Path) -> Path | None:

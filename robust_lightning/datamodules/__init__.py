@@ -6,6 +6,7 @@ Names load on first use (see ``robust_lightning/_lazy.py``): the image datamodul
 the core dependencies; audio needs the ``[audio]`` extra, text the ``[text]`` extra.
 """
 
+# ruff: noqa: F401
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -39,6 +40,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
+# The imports below only tell type checkers and IDEs what the lazy names are (__all__ is
+# built from _EXPORTS, so linters cannot see that they are re-exported).
 if TYPE_CHECKING:
     from robust_lightning.datamodules._common import (
         InMemoryImageDataModule,

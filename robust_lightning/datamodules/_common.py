@@ -19,6 +19,16 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+# The argument checks live in robust_lightning._validation; re-exported here for the
+# datamodules that import them from this module.
+from robust_lightning._validation import (
+    check_fraction,
+    check_int_at_least,
+    check_non_negative_int,
+    check_optional_positive_int,
+    check_positive_int,
+)
+
 __all__ = [
     "EpochShuffleSampler",
     "InMemoryImageDataModule",
@@ -32,110 +42,6 @@ __all__ = [
     "read_generated_manifest",
     "stratified_permutation",
 ]
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass; `batch_size=True` is a bug, not a batch of one.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Returns ``value`` as an int, or raises if it is not a positive int.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: Value to check.
-
-    Returns:
-        ``int(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not an int greater than zero.
-    """
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_non_negative_int(name: str, value: Any) -> int:
-    """Returns ``value`` as an int, or raises if it is not an int >= 0.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: Value to check.
-
-    Returns:
-        ``int(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not an int greater than or equal to zero.
-    """
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return int(value)
-
-
-def check_int_at_least(name: str, value: Any, minimum: int, reason: str = "") -> int:
-    """Returns ``value`` as an int, or raises if it is not an int >= ``minimum``.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: Value to check.
-        minimum: Smallest allowed value.
-        reason: Optional explanation appended to the error message.
-
-    Returns:
-        ``int(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not an int greater than or equal to ``minimum``.
-    """
-    if not _is_int(value) or value < minimum:
-        suffix = f" ({reason})" if reason else ""
-        raise ValueError(f"{name} must be an int >= {minimum}{suffix}, got {value!r}")
-    return int(value)
-
-
-def check_optional_positive_int(name: str, value: Any) -> int | None:
-    """Like :func:`check_positive_int` but lets ``None`` through.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: Value to check.
-
-    Returns:
-        ``None`` or ``int(value)``.
-
-    Raises:
-        ValueError: If ``value`` is neither ``None`` nor a positive int.
-    """
-    if value is None:
-        return None
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    return int(value)
-
-
-def check_fraction(name: str, value: Any) -> float:
-    """Returns ``value`` as a float, or raises if it is not in ``[0, 1)``.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: Value to check.
-
-    Returns:
-        ``float(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not a real number in ``[0, 1)``.
-    """
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not 0.0 <= float(value) < 1.0
-    ):
-        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
-    return float(value)
 
 
 def stratified_permutation(labels: np.ndarray, seed: int) -> np.ndarray:

@@ -22,6 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robust_lightning._checkpoint import load_checkpoint
+from robust_lightning.datamodules._records import check_sample_rate
+from robust_lightning.errors import DataFileError, MissingFileError
+
 __all__ = [
     "ASPECTS",
     "AUDIOMOS_COLUMNS",
@@ -71,13 +75,16 @@ _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     data = path.read_bytes()
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path} is not a RIFF/WAVE file")
+        raise DataFileError(f"{path} is not a RIFF/WAVE file (truncated or another format)")
     offset, fmt, pcm = 12, None, None
     while offset + 8 <= len(data):
         chunk_id = data[offset:offset + 4]
         (size,) = struct.unpack_from("<I", data, offset + 4)
         body = data[offset + 8:offset + 8 + size]  # streamed files may over-state the size
         if chunk_id == b"fmt ":
+            if len(body) < 16:
+                raise DataFileError(f"{path}: truncated WAV header: the 'fmt ' chunk at byte {offset} has "
+                                    f"{len(body)} of its 16 bytes")
             tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", body, 0)
             if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
                 (tag,) = struct.unpack_from("<H", body, 24)  # first 2 bytes of the sub-format GUID
@@ -86,8 +93,12 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
             pcm = body
         offset += 8 + size + (size & 1)  # chunks are padded to an even size
     if fmt is None or pcm is None:
-        raise ValueError(f"{path}: missing 'fmt ' or 'data' chunk")
+        raise DataFileError(f"{path}: missing 'fmt ' or 'data' chunk (truncated or not a WAV file)")
     tag, channels, rate, block_align, bits = fmt
+    check_sample_rate(rate, None, source=path)
+    if channels < 1 or block_align < 1:
+        raise DataFileError(f"{path}: WAV header has {channels} channel(s) and block_align {block_align}; "
+                            "both must be >= 1")
     frames = len(pcm) // block_align
     pcm = pcm[: frames * block_align]
     if tag == _WAVE_FORMAT_PCM and bits == 8:
@@ -104,7 +115,7 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     elif tag == _WAVE_FORMAT_IEEE_FLOAT and bits in (32, 64):
         audio = np.frombuffer(pcm, "<f4" if bits == 32 else "<f8").astype(np.float32)
     else:
-        raise ValueError(f"{path}: unsupported WAV encoding (format tag {tag:#x}, {bits} bits)")
+        raise DataFileError(f"{path}: unsupported WAV encoding (format tag {tag:#x}, {bits} bits)")
     return audio.reshape(-1, channels).T.copy(), int(rate)
 
 
@@ -127,7 +138,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise MissingFileError(f"audio file not found: {path}")
     if path.suffix.lower() in (".wav", ".wave"):
         return _read_wav(path)
     try:
@@ -196,9 +207,9 @@ def read_features(path: str | os.PathLike[str]) -> Tensor:
     if path.suffix == ".npy":
         return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32, copy=False))
     if path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        value = load_checkpoint(path, argument="feature file")
         if not isinstance(value, Tensor):
-            raise ValueError(f"{path} must hold a single tensor, got {type(value).__name__}")
+            raise DataFileError(f"{path} must hold a single tensor, got {type(value).__name__}")
         return value.float()
     raise ValueError(f"feature files must be .npy or .pt, got {path}")
 
@@ -209,27 +220,27 @@ def read_features(path: str | os.PathLike[str]) -> Tensor:
 # --------------------------------------------------------------------------------------------
 def _read_csv_rows(path: Path, argument: str) -> list[dict[str, str]]:
     if not path.is_file():
-        raise FileNotFoundError(f"{argument}: list file not found: {path}")
+        raise MissingFileError(f"{argument}: list file not found: {path}")
     with path.open(newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     if not rows:
-        raise ValueError(f"{argument}: {path} has no rows")
+        raise DataFileError(f"{argument}: {path} has no rows")
     return rows
 
 
 def _require_columns(rows: list[dict[str, str]], columns: Iterable[str], path: Path) -> None:
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {sorted(rows[0])}")
+        raise DataFileError(f"{path}: missing column(s) {missing}; found {sorted(rows[0])}")
 
 
 def _parse_score(value: str, column: str, path: Path, line: int) -> float:
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}, row {line}: column {column!r} is not a number: {value!r}") from None
+        raise DataFileError(f"{path}, row {line}: column {column!r} is not a number: {value!r}") from None
     if not math.isfinite(score):
-        raise ValueError(f"{path}, row {line}: column {column!r} is not finite: {value!r}")
+        raise DataFileError(f"{path}, row {line}: column {column!r} is not finite: {value!r}")
     return score
 
 

@@ -82,6 +82,7 @@ from robust_lightning.datamodules.audio_synthetic import (
     quantize,
     snr_db,
 )
+from robust_lightning.errors import DataFileError, MissingFileError
 
 AF = require("torchaudio.functional", "audio")
 
@@ -440,8 +441,12 @@ class AudioQualityCSVDataModule(AudioQualityDataModule):
         _require_columns(rows, ("path", *self.aspects), path)
         records = []
         for line, row in enumerate(rows, start=2):
+            if not row.get("path"):
+                raise DataFileError(f"{path}, row {line}: field 'path' is empty")
             audio = Path(row["path"])
             audio = audio if audio.is_absolute() else path.parent / audio
+            if self.features_dir is None and not audio.is_file():
+                raise MissingFileError(f"{path}, row {line}: audio file {audio} (field 'path') does not exist")
             corpus = row.get("domain") or "default"
             records.append(AudioRecord(
                 path=audio,

@@ -22,6 +22,8 @@ from robust_lightning.datamodules._common import (
     check_optional_positive_int,
     stratified_permutation,
 )
+from robust_lightning.datamodules._records import check_labels
+from robust_lightning.errors import DataFileError, MissingFileError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -69,7 +71,7 @@ def _numpy_reconstruct() -> Any:
     return _reconstruct
 
 
-class ForbiddenGlobalError(pickle.UnpicklingError):
+class ForbiddenGlobalError(DataFileError, pickle.UnpicklingError):
     """A pickle asked for a global (callable) outside the CIFAR-10 allowlist."""
 
 
@@ -146,12 +148,12 @@ def _restricted_load(path: Path) -> Any:
         ) as error:
             # Truncated or garbled files fail inside pickle/numpy with assorted errors; they
             # are malformed content, not an attack, so they get the malformed-content error.
-            raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({error!r})") from error
+            raise DataFileError(f"{path}: not a readable CIFAR-10 python batch ({error!r})") from error
 
 
 def _as_str_keys(content: Any, path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
-        raise ValueError(
+        raise DataFileError(
             f"{path}: expected a dict as in CIFAR-10 python batches, got {type(content).__name__}"
         )
     # Python 2 pickles load with bytes keys under encoding="bytes"; accept str keys too, as
@@ -180,7 +182,7 @@ def load_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     content = _as_str_keys(_restricted_load(path), path)
     missing = [key for key in ("data", "labels") if key not in content]
     if missing:
-        raise ValueError(
+        raise DataFileError(
             f"{path}: missing key(s) {missing} of a CIFAR-10 python batch "
             f"(found {sorted(map(str, content))})"
         )
@@ -197,27 +199,23 @@ def load_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
             if isinstance(data, np.ndarray)
             else type(data).__name__
         )
-        raise ValueError(
+        raise DataFileError(
             f"{path}: 'data' must be a uint8 array of shape (N>0, 3072), got {described}"
         )
     raw_labels = content["labels"]
     if not isinstance(raw_labels, (list, tuple, np.ndarray)):
-        raise ValueError(
+        raise DataFileError(
             f"{path}: 'labels' must be a list of ints, got {type(raw_labels).__name__}"
         )
     labels = np.asarray(raw_labels)
     if labels.shape != (data.shape[0],):
-        raise ValueError(
+        raise DataFileError(
             f"{path}: 'labels' must hold one label per image ({data.shape[0]}), "
             f"got shape {labels.shape}"
         )
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"{path}: 'labels' must be ints, got dtype {labels.dtype}")
-    if labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
-        raise ValueError(
-            f"{path}: labels must be in 0..{len(CIFAR10_CLASSES) - 1}, "
-            f"got range {labels.min()}..{labels.max()}"
-        )
+        raise DataFileError(f"{path}: 'labels' must be ints, got dtype {labels.dtype}")
+    check_labels(labels, len(CIFAR10_CLASSES), source=path, field="labels")
     return data, labels.astype(np.int64)
 
 
@@ -242,7 +240,7 @@ def load_cifar_meta(path: str | os.PathLike[str]) -> list[str]:
         or len(names) != len(CIFAR10_CLASSES)
         or not all(isinstance(name, (bytes, str)) for name in names)
     ):
-        raise ValueError(f"{path}: 'label_names' must be a list of 10 strings, got {names!r:.200}")
+        raise DataFileError(f"{path}: 'label_names' must be a list of 10 strings, got {names!r:.200}")
     return [name.decode("utf-8") if isinstance(name, bytes) else name for name in names]
 
 
@@ -363,7 +361,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
             if not missing:
                 return folder
             reports.append(f"'{folder}' (missing: {', '.join(missing)})")
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"CIFAR-10 python batches not found for data_dir='{self.data_dir}': looked in "
             f"{' and '.join(reports)}. {_DOWNLOAD_HINT}"
         )

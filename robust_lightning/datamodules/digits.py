@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from robust_lightning.datamodules._records import check_image_dataset
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -153,6 +154,8 @@ class DigitsDataModule(InMemoryImageDataModule):
         if self.train_dataset is not None:
             return
         images, labels = self._load_images()
+        check_image_dataset(images, labels, num_classes=self.num_classes, image_shape=self.image_shape,
+                            source="sklearn digits")
         total = labels.shape[0]
         n_test = round(self.test_fraction * total)
         n_val = round(self.val_fraction * total)

@@ -24,6 +24,7 @@ from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     check_int_at_least,
 )
+from robust_lightning.errors import DataFileError, InvalidArgumentError
 
 __all__ = ["DomainGeneralizationDataModule", "ImageFolderDataModule"]
 
@@ -172,13 +173,28 @@ class _FolderImages(Dataset[tuple[Tensor, Tensor]]):
         from torchvision.transforms.v2 import functional as TF
 
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("L" if self.channels == 1 else "RGB")
-            tensor = TF.pil_to_tensor(image)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if self.channels == 1 else "RGB")
+                tensor = TF.pil_to_tensor(image)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DataFileError(f"{path}: not a readable image ({error})") from None
         # Resize the short side, then centre-crop: the aspect ratio of real photos is kept.
         tensor = TF.resize(tensor, [self.image_size], antialias=True)
         tensor = TF.center_crop(tensor, [self.image_size, self.image_size])
         return tensor.to(torch.float32).div_(255.0), torch.tensor(label, dtype=torch.int64)
+
+
+def _verify_images(paths: list[str]) -> None:
+    """Every file decodes as an image (PIL's header and checksum check), named when not."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DataFileError(f"{path}: not a readable image (corrupt or truncated: {error})") from None
 
 
 class ImageFolderDataModule(InMemoryImageDataModule):
@@ -253,12 +269,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         for label, name in enumerate(self.class_names):
             folder = os.path.join(self.root, name)
             if not os.path.isdir(folder):
-                raise ValueError(f"classes: no folder {folder!r} for class {name!r}")
+                raise InvalidArgumentError(f"classes: no folder {folder!r} for class {name!r}")
             files = sorted(
                 os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(_IMAGE_EXTENSIONS)
             )
             if not files:
-                raise ValueError(f"class folder {folder!r} holds no images ({', '.join(_IMAGE_EXTENSIONS)})")
+                raise DataFileError(f"class folder {folder!r} holds no images ({', '.join(_IMAGE_EXTENSIONS)})")
             samples += [(path, label) for path in files]
         return samples
 
@@ -266,7 +282,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         """Lists the images once; every split is the whole folder."""
         if self.train_dataset is not None:
             return
-        dataset = _FolderImages(self._samples(), self.image_size, self.channels)
+        samples = self._samples()
+        _verify_images([path for path, _ in samples])
+        dataset = _FolderImages(samples, self.image_size, self.channels)
         # The plumbing in InMemoryImageDataModule only needs a Dataset.
         self.train_dataset = self.val_dataset = self.test_dataset = dataset  # type: ignore[assignment]
 

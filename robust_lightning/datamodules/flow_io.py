@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from robust_lightning.datamodules._common import check_optional_positive_int
+from robust_lightning.errors import DataFileError, MissingFileError
 from robust_lightning.flow_schema import (
     HEADER_ALIASES,
     IDENTIFIER_COLUMNS,
@@ -124,16 +125,16 @@ def _map_header(header: Sequence[str], path: str) -> tuple[dict[str, int], int, 
         # CIC-IDS2017 writes "Fwd Header Length" twice with the same values: keep the first.
         index.setdefault(canonical, position)
     if unknown:
-        raise ValueError(
+        raise DataFileError(
             f"{path}: unknown flow CSV schema: columns {unknown} are neither CICFlowMeter features nor "
             f"known identifiers. Known: CIC-IDS2017/CIC-DDoS2019 long names (e.g. 'Total Fwd Packets', "
             f"'Total Length of Fwd Packets'), CSE-CIC-IDS2018 short names (e.g. 'Tot Fwd Pkts', "
             f"'TotLen Fwd Pkts'); identifiers dropped: {list(IDENTIFIER_COLUMNS)} and 'Unnamed: N'"
         )
     if label_index is None:
-        raise ValueError(f"{path}: no '{LABEL_COLUMN}' column (whitespace and case are ignored); flow CSVs must be labelled")
+        raise DataFileError(f"{path}: no '{LABEL_COLUMN}' column (whitespace and case are ignored); flow CSVs must be labelled")
     if spellings == {"long", "short"}:
-        raise ValueError(f"{path}: the header mixes CIC-IDS2017 long names and CSE-CIC-IDS2018 short names")
+        raise DataFileError(f"{path}: the header mixes CIC-IDS2017 long names and CSE-CIC-IDS2018 short names")
     if "short" in spellings:
         family = "csecicids2018"
     else:
@@ -188,17 +189,19 @@ def read_flow_csv(
     max_rows = check_optional_positive_int("max_rows", max_rows)
     _check_nonfinite(nonfinite)
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"flow CSV {path!r} does not exist")
     needed = required_columns(features)
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{path}: empty file (no header)")
+            raise DataFileError(f"{path}: empty file (no header)")
         index, label_index, family = _map_header(header, path)
         missing = [name for name in needed if name not in index]
         if missing:
             spelled = [f"{name} ({LONG_NAMES[name]!r} / {SHORT_NAMES[name]!r})" for name in missing]
-            raise ValueError(f"{path}: the {family} header has no column for {spelled}")
+            raise DataFileError(f"{path}: the {family} header has no column for {spelled}")
         positions = [index[name] for name in needed]
         width = len(header)
         cells: list[list[str]] = [[] for _ in needed]
@@ -224,6 +227,9 @@ def read_flow_csv(
                 column.append(row[position].strip())
             if max_rows is not None and stats["rows"] >= max_rows:
                 break
+    if stats["rows"] == 0:
+        raise DataFileError(f"{path}: no data rows with {width} columns and a label "
+                            f"({stats['dropped_malformed']} malformed row(s) dropped)")
     columns = {name: _to_float(column) for name, column in zip(needed, cells)}
     table = FlowTable(columns, np.asarray(labels, dtype=object), [family], stats)
     return _clean(table, nonfinite)

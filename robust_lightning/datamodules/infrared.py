@@ -13,6 +13,7 @@ the same format, so the loader is exercised by every test that uses the generate
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from robust_lightning.datamodules._common import (
     check_positive_int,
     generate_once,
 )
+from robust_lightning.errors import DataFileError, MissingFileError
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -301,6 +303,39 @@ class _Record:
     size: tuple[int, int] = field(default=(0, 0))  # (height, width) from the annotation file
 
 
+
+def _check_coco_records(coco: dict[str, Any], annotation_file: Path) -> None:
+    """Every category, image and annotation has the fields (and types) COCO detection needs."""
+    def fail(kind: str, index: int, message: str) -> None:
+        raise DataFileError(f"{annotation_file}, {kind}[{index}]: {message}")
+
+    for index, category in enumerate(coco["categories"]):
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or "name" not in category:
+            fail("categories", index, "needs an integer 'id' and a 'name'")
+    category_ids = {category["id"] for category in coco["categories"]}
+    image_ids = set()
+    for index, image in enumerate(coco["images"]):
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not isinstance(
+                image.get("file_name"), str):
+            fail("images", index, "needs an integer 'id' and a string 'file_name'")
+        image_ids.add(image["id"])
+    for index, ann in enumerate(coco["annotations"]):
+        if not isinstance(ann, dict):
+            fail("annotations", index, f"must be an object, got {type(ann).__name__}")
+        for name in ("image_id", "category_id", "bbox"):
+            if name not in ann:
+                fail("annotations", index, f"missing field {name!r} (id={ann.get('id')!r})")
+        bbox = ann["bbox"]
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+            fail("annotations", index, f"field 'bbox' must be 4 finite numbers [x, y, width, height], got {bbox!r}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            fail("annotations", index, f"field 'bbox' has a negative width or height: {bbox!r}")
+        if ann["image_id"] not in image_ids:
+            fail("annotations", index, f"field 'image_id' {ann['image_id']!r} is not an id in 'images'")
+        if ann["category_id"] not in category_ids:
+            fail("annotations", index, f"field 'category_id' {ann['category_id']!r} is not an id in 'categories'")
+
 class CocoDetectionDataset(Dataset[dict[str, Any]]):
     """A COCO-format detection split: images resized to ``image_size``, boxes scaled with them.
 
@@ -347,6 +382,7 @@ class CocoDetectionDataset(Dataset[dict[str, Any]]):
                 f"{annotation_file} is not a COCO detection file: expected a JSON object with lists "
                 "'images', 'annotations' and 'categories'"
             )
+        _check_coco_records(coco, annotation_file)
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         by_name = {c["name"]: c["id"] for c in categories}
         if class_names is None:
@@ -379,7 +415,11 @@ class CocoDetectionDataset(Dataset[dict[str, Any]]):
             for img in sorted(coco["images"], key=lambda i: i["id"])
         ]
         if not self.records:
-            raise ValueError(f"{annotation_file} lists no images")
+            raise DataFileError(f"{annotation_file} lists no images")
+        missing = [r.path for r in self.records if not r.path.is_file()]
+        if missing:
+            raise MissingFileError(f"{annotation_file} names {len(missing)} image(s) missing under image_root "
+                                   f"{image_root}, e.g. {missing[0]}")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -536,13 +576,14 @@ class InfraredDetectionDataModule(LightningDataModule):
     def in_channels(self) -> int:
         return 1 if self.color == "gray" else 3
 
-    def relation_matrix(self) -> Tensor:
-        """KGAT's class relation-stability matrix R of the training split (see ``kgat.knowledge``)."""
-        from robust_lightning.lightning_modules.kgat.knowledge import (
-            relation_stability_matrix,
-        )
+    def iter_train_gray(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """``(gray (H, W), boxes, labels)`` of every training image, unaugmented.
 
-        return relation_stability_matrix(self._dataset("train").iter_gray(), self.num_classes)
+        What KGAT's relation-stability matrix R is computed from
+        (:func:`~robust_lightning.lightning_modules.kgat.knowledge.relation_stability_matrix`);
+        the statistic itself belongs to the method, the images to the data.
+        """
+        return self._dataset("train").iter_gray()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader[dict[str, Any]]:
         dataset = self._dataset(split)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from robust_lightning.datamodules._records import check_image_dataset
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -531,6 +532,11 @@ class SyntheticDigitsDataModule(InMemoryImageDataModule):
         """
         if self.train_dataset is not None:
             return
-        self.train_dataset = TensorImageDataset(*self.render_split("train", self.num_train))
-        self.val_dataset = TensorImageDataset(*self.render_split("val", self.num_val))
-        self.test_dataset = TensorImageDataset(*self.render_split("test", self.num_test))
+        splits = {split: self.render_split(split, size)
+                  for split, size in (("train", self.num_train), ("val", self.num_val), ("test", self.num_test))}
+        for split, (images, labels) in splits.items():
+            check_image_dataset(images, labels, num_classes=self.num_classes, image_shape=self.image_shape,
+                                source=f"synthetic digits {split} split")
+        self.train_dataset = TensorImageDataset(*splits["train"])
+        self.val_dataset = TensorImageDataset(*splits["val"])
+        self.test_dataset = TensorImageDataset(*splits["test"])

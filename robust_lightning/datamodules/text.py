@@ -31,6 +31,9 @@ from torch.utils.data import DataLoader
 
 from robust_lightning._extras import check_installed
 from robust_lightning.attacks.text import TextPoisoner
+from robust_lightning.datamodules._common import EpochShuffleSampler
+from robust_lightning.datamodules._records import check_labels, parse_int_field, require_columns, require_fields
+from robust_lightning.errors import DataFileError, MissingFileError
 
 # Imported where tokenizers are built (transformers' import takes seconds); checked here so a
 # missing extra fails at import with the install line.
@@ -56,8 +59,29 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: expected file {path}")
+        raise MissingFileError(f"{what}: expected file {path}")
     return path
+
+
+def _dict_rows(path: Path, fields: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of a tab-separated file with a header holding ``fields``."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames is None or not set(fields) <= set(reader.fieldnames):
+            raise DataFileError(f"{path}, line 1: {what} needs a header with columns {list(fields)} "
+                                f"(tab-separated), got {reader.fieldnames}")
+        rows = []
+        for row in reader:
+            line = f"line {reader.line_num}"
+            require_fields(row, fields, source=path, record=line)
+            rows.append((reader.line_num, row))
+    return rows
+
+
+def _label(value: str, *, path: Path, line: int, num_classes: int, field: str = "label", offset: int = 0) -> int:
+    label = parse_int_field(value, source=path, record=f"line {line}", field=field) - offset
+    check_labels([label], num_classes, source=path, field=field, records=[f"line {line}"])
+    return label
 
 
 def read_sst2(data_dir: str | Path) -> Splits:
@@ -68,15 +92,18 @@ def read_sst2(data_dir: str | Path) -> Splits:
 
     Returns:
         ``{"train": [...], "test": [...]}`` lists of ``(sentence, label)``.
+
+    Raises:
+        MissingFileError: a file is missing.
+        DataFileError: a header lacks ``sentence``/``label``, a row lacks a field, or a label is
+            not 0 or 1 (the message names the file, line and field).
     """
     root = Path(data_dir)
     out: Splits = {}
     for split, name in (("train", "train.tsv"), ("test", "dev.tsv")):
-        with _need(root / name, "SST-2").open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if reader.fieldnames is None or not {"sentence", "label"} <= set(reader.fieldnames):
-                raise ValueError(f"SST-2 {name} must have a 'sentence<TAB>label' header, got {reader.fieldnames}")
-            out[split] = [(row["sentence"].strip(), int(row["label"])) for row in reader]
+        path = _need(root / name, "SST-2")
+        out[split] = [(row["sentence"].strip(), _label(row["label"], path=path, line=line, num_classes=2))
+                      for line, row in _dict_rows(path, ("sentence", "label"), "SST-2")]
     return out
 
 
@@ -89,17 +116,37 @@ def read_olid(data_dir: str | Path) -> Splits:
 
     Returns:
         ``{"train": [...], "test": [...]}``.
+
+    Raises:
+        MissingFileError: a file is missing.
+        DataFileError: a row lacks a field, a label is not ``OFF``/``NOT``, or a test tweet has
+            no label (the message names the file, line and field).
     """
     root = Path(data_dir)
     mapping = {"OFF": 1, "NOT": 0}
-    with _need(root / "olid-training-v1.0.tsv", "OLID").open(newline="", encoding="utf-8") as f:
-        train = [(row["tweet"].strip(), mapping[row["subtask_a"]])
-                 for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    with _need(root / "labels-levela.csv", "OLID").open(newline="", encoding="utf-8") as f:
-        labels = {row[0]: mapping[row[1]] for row in csv.reader(f) if row}
-    with _need(root / "testset-levela.tsv", "OLID").open(newline="", encoding="utf-8") as f:
-        test = [(row["tweet"].strip(), labels[row["id"]])
-                for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+    def level_a(value: str, path: Path, line: int, field: str) -> int:
+        if value not in mapping:
+            raise DataFileError(f"{path}, line {line}: field {field!r} must be 'OFF' or 'NOT', got {value!r}")
+        return mapping[value]
+
+    train_path = _need(root / "olid-training-v1.0.tsv", "OLID")
+    train = [(row["tweet"].strip(), level_a(row["subtask_a"], train_path, line, "subtask_a"))
+             for line, row in _dict_rows(train_path, ("tweet", "subtask_a"), "OLID")]
+    labels_path = _need(root / "labels-levela.csv", "OLID")
+    labels: dict[str, int] = {}
+    with labels_path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if row:
+                require_columns(row, ("id", "label"), source=labels_path, record=f"line {reader.line_num}")
+                labels[row[0]] = level_a(row[1], labels_path, reader.line_num, "label")
+    test_path = _need(root / "testset-levela.tsv", "OLID")
+    test = []
+    for line, row in _dict_rows(test_path, ("id", "tweet"), "OLID"):
+        if row["id"] not in labels:
+            raise DataFileError(f"{test_path}, line {line}: tweet id {row['id']!r} has no label in {labels_path}")
+        test.append((row["tweet"].strip(), labels[row["id"]]))
     return {"train": train, "test": test}
 
 
@@ -111,13 +158,29 @@ def read_agnews(data_dir: str | Path) -> Splits:
 
     Returns:
         ``{"train": [...], "test": [...]}`` with labels 0-3.
+
+    Raises:
+        MissingFileError: a file is missing.
+        DataFileError: a row does not have 3 columns or its class index is not 1-4 (the message
+            names the file, line and field).
     """
     root = Path(data_dir)
     out: Splits = {}
+    columns = ("class index", "title", "description")
     for split in ("train", "test"):
-        with _need(root / f"{split}.csv", "AG News").open(newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row]
-        out[split] = [(f"{title} {desc}".replace("\\", " ").strip(), int(cls) - 1) for cls, title, desc in rows]
+        path = _need(root / f"{split}.csv", "AG News")
+        samples = []
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if not row:
+                    continue
+                line = reader.line_num
+                require_columns(row, columns, source=path, record=f"line {line}")
+                cls, title, desc = row
+                label = _label(cls, path=path, line=line, num_classes=4, field="class index", offset=1)
+                samples.append((f"{title} {desc}".replace("\\", " ").strip(), label))
+        out[split] = samples
     return out
 
 
@@ -320,6 +383,10 @@ class TextBackdoorDataModule(LightningDataModule):
         if self.splits:
             return
         raw = self._raw()
+        for split, samples in raw.items():
+            if not samples:
+                raise DataFileError(f"{self.dataset} {split} split in data_dir={self.data_dir!r} holds no records")
+            check_labels([label for _, label in samples], self.num_labels, source=f"{self.dataset} {split} split")
         rng = random.Random(self.seed)
         train = list(raw["train"])
         rng.shuffle(train)
@@ -348,10 +415,12 @@ class TextBackdoorDataModule(LightningDataModule):
                 self.tokenizer = build_word_tokenizer([t for split in self.splits.values() for t, _ in split])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+        # The shuffle is a pure function of (seed, epoch): a run resumed from a checkpoint sees
+        # the batches the uninterrupted run saw in that epoch.
+        sampler = EpochShuffleSampler(self.splits[split], seed=self.seed) if shuffle else None
+        return DataLoader(self.splits[split], batch_size=self.batch_size, sampler=sampler,
                           collate_fn=_Collate(self.tokenizer, self.max_length), num_workers=self.num_workers,
-                          generator=generator if shuffle else None)
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -13,6 +13,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from robust_lightning.errors import InvalidArgumentError
+
 __all__ = ["check_domain_names", "evaluation_domain"]
 
 _DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -22,17 +24,17 @@ def check_domain_names(value: Any) -> list[str] | None:
     """``None`` or a list of distinct names made of letters, digits, ``_``, ``-`` and ``.``.
 
     Raises:
-        ValueError: Naming ``domain_names`` and what was wrong.
+        InvalidArgumentError: Naming ``domain_names`` and what was wrong.
     """
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"domain_names must be a list of names, got {value!r}")
+        raise InvalidArgumentError(f"domain_names must be a list of names, got {value!r}")
     if len(set(value)) != len(value):
-        raise ValueError(f"domain_names must not repeat a name, got {list(value)}")
+        raise InvalidArgumentError(f"domain_names must not repeat a name, got {list(value)}")
     bad = [name for name in value if not _DOMAIN_NAME.match(name)]
     if bad:
-        raise ValueError(f"domain_names must be letters, digits, '_', '-' or '.', got {bad}")
+        raise InvalidArgumentError(f"domain_names must be letters, digits, '_', '-' or '.', got {bad}")
     return list(value)
 
 
@@ -47,7 +49,7 @@ def evaluation_domain(module: pl.LightningModule, names: Sequence[str] | None, s
         names = getattr(module.trainer.datamodule, "domain_names", None)
     if names is not None:
         if dataloader_idx >= len(names):
-            raise ValueError(f"{stage} dataloader {dataloader_idx} has no name: domain_names={list(names)}")
+            raise InvalidArgumentError(f"{stage} dataloader {dataloader_idx} has no name: domain_names={list(names)}")
         return str(names[dataloader_idx])
     loaders = module.trainer.num_val_batches if stage == "val" else module.trainer.num_test_batches
     return None if len(loaders) <= 1 else f"domain{dataloader_idx}"

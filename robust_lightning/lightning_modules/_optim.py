@@ -12,13 +12,18 @@ from typing import Any
 
 import torch
 
+from robust_lightning._validation import check_choice
+
 __all__ = ["check_scheduler_interval", "optimizers_config"]
 
 
 def check_scheduler_interval(interval: str) -> str:
-    if interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {interval!r}")
-    return interval
+    """``interval`` if it is ``"epoch"`` or ``"step"``.
+
+    Raises:
+        InvalidArgumentError: Naming ``scheduler_interval``.
+    """
+    return check_choice("scheduler_interval", interval, ("epoch", "step"))
 
 
 def optimizers_config(

@@ -9,9 +9,11 @@ Recipes:
     * ``trades``: Zhang et al. 2019, Eq. (5): ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with
       ``x'`` maximising the KL term (PGD from ``x + 0.001 * N(0, I)``, as in their code).
 
-Adversarial recipes attach an :class:`~robust_lightning.callbacks.AdversarialTraining`
-callback through ``configure_callbacks``, so the attack runs through the same module protocol
-that user modules get; TRADES overrides ``attack_loss`` and ``with_adversarial_inputs``.
+Adversarial recipes set ``training_attack``, which the method base
+(:class:`~robust_lightning.lightning_modules.base.RobustMethod`) attaches as an
+:class:`~robust_lightning.callbacks.AdversarialTraining` callback, so the attack runs through
+the same module protocol that user modules get; TRADES overrides ``attack_loss`` and
+``with_adversarial_inputs``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_instance, check_int_at_least, check_non_negative
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.core import Norm, parse_budget
-from robust_lightning.callbacks.adversarial_training import AdversarialTraining
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.nn.layers import Normalize
-from robust_lightning.protocol import AdversarialMixin, split_batch
+from robust_lightning.protocol import split_batch
 
 __all__ = ["RECIPES", "RobustClassifier"]
 
@@ -43,11 +45,7 @@ RECIPES: tuple[str, ...] = ("standard", "pgd_at", "fgsm_rs", "n_fgsm", "trades")
 TRADES_START_STD = 0.001
 
 
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-
-class RobustClassifier(AdversarialMixin, pl.LightningModule):
+class RobustClassifier(RobustMethod):
     """An image classifier trained with a robustness recipe.
 
     Args:
@@ -65,7 +63,8 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         trades_beta: the TRADES trade-off ``beta`` (1/lambda in the paper; 6.0 is their CIFAR-10
             choice).
         attack_model_mode: ``"eval"`` or ``"train"`` mode while crafting training attacks.
-        optimizer: callable building the optimizer from the parameters.
+        optimizer: callable building the optimizer from the parameters; ``None``: SGD, lr 0.1,
+            momentum 0.9, weight decay 5e-4.
         lr_scheduler: optional callable building a scheduler from the optimizer.
         scheduler_interval: step the scheduler every ``"epoch"`` or ``"step"``.
     """
@@ -83,20 +82,15 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         norm: Norm = "linf",
         trades_beta: float = 6.0,
         attack_model_mode: Literal["eval", "train"] = "eval",
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__()
-        if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if trades_beta < 0:
-            raise ValueError(f"trades_beta must be >= 0, got {trades_beta!r}")
-        check_scheduler_interval(scheduler_interval)
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        check_instance("backbone", backbone, nn.Module, "an nn.Module")
+        check_choice("recipe", recipe, RECIPES)
+        check_int_at_least("num_classes", num_classes, 2)
+        check_non_negative("trades_beta", trades_beta)
         # The backbone and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
@@ -107,12 +101,7 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         self.trades_beta = float(trades_beta)
         self.attack_model_mode = attack_model_mode
         self.training_attack = self._build_training_attack(recipe, self.eps, alpha, steps, norm)
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = scheduler_interval
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.add_stage_metrics("acc", lambda: MulticlassAccuracy(num_classes, average="micro"))
         self._trades_clean: tuple[Tensor, Tensor] | None = None
         self._output_checked = False
 
@@ -131,18 +120,6 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
             return PGD(eps=eps, alpha=step or eps / 4, steps=steps, norm=norm,
                        random_start=TRADES_START_STD, name="trades_kl")
         return None
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        if self.training_attack is None:
-            return []
-        # Lightning asks again on every fit/test call; the callback attached the first time
-        # (with its generator state) stays.
-        if self._trainer is not None and any(
-            isinstance(c, AdversarialTraining) and c.attack is self.training_attack
-            for c in self.trainer.callbacks
-        ):
-            return []
-        return [AdversarialTraining(self.training_attack, model_mode=self.attack_model_mode)]
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)
@@ -199,23 +176,15 @@ class RobustClassifier(AdversarialMixin, pl.LightningModule):
         self.log("train/acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
-    def _evaluation_step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> None:
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    @override
+    def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)
+        metric = getattr(self, f"{stage}_acc")
         metric(logits, y)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log(f"{stage}/acc", metric, prog_bar=True)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test", self.test_acc)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]
-        return F.softmax(self(inputs), dim=1)
-
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
-                                 self.scheduler_interval)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from torch import nn
 
 from robust_lightning import PGD, TransferAttack
 from robust_lightning.attacks.transfer import load_surrogate
+from robust_lightning.errors import CheckpointError
 
 
 def _linear(seed: int) -> nn.Module:
@@ -47,11 +50,31 @@ def test_checkpoint_loading_accepts_lightning_and_bare_state_dicts(tmp_path):
         torch.testing.assert_close(loaded[1].weight, source[1].weight)
 
 
+class _RunsACommand:
+    """Unpickling this calls os.system: a weights-only load must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def test_checkpoints_are_loaded_without_unpickling_objects(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": _linear(0).state_dict(), "payload": object()}, path)
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(CheckpointError, match=r"surrogate_checkpoint .*evil\.ckpt.* not allowed") as info:
         load_surrogate(_linear(0), path)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_a_surrogate_checkpoint_with_an_os_system_payload_never_runs(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "payload.ckpt"
+    torch.save({"state_dict": _linear(0).state_dict(), "payload": _RunsACommand(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"payload\.ckpt.*'posix\.system'"):
+        TransferAttack(PGD(), surrogate=_linear(0), surrogate_checkpoint=str(path))
+    assert not marker.exists()
 
 
 def test_missing_or_mismatched_checkpoints_are_explained(tmp_path):

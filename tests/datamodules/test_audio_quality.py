@@ -189,6 +189,9 @@ def test_csv_datamodule_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing column"):
         AudioQualityCSVDataModule(str(tmp_path), val_csv=None, test_csv=None).setup("fit")
     _write_csv(tmp_path / "train.csv", ["path", *ASPECTS], [["a.wav", 1, 2, 3, 4]])
+    with pytest.raises(FileNotFoundError, match=r"train\.csv, row 2: audio file .*a\.wav"):
+        AudioQualityCSVDataModule(str(tmp_path), val_csv=None, test_csv=None).setup("fit")
+    write_wav(tmp_path / "a.wav", np.zeros(160), SR)
     with pytest.raises(FileNotFoundError, match="val_csv"):
         AudioQualityCSVDataModule(str(tmp_path), val_csv="nope.csv", test_csv=None).setup("fit")
 

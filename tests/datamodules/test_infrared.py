@@ -142,23 +142,28 @@ def test_loader_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"images": {}}))
     with pytest.raises(ValueError, match="not a COCO detection file"):
         CocoDetectionDataset(tmp_path / "bad.json", tmp_path / "split")
+    dataset = CocoDetectionDataset(annotation, tmp_path / "split")
     (tmp_path / "split" / "data" / "a.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="cannot read image"):
-        CocoDetectionDataset(annotation, tmp_path / "split")[0]
+        dataset[0]  # deleted after setup: reported when read
+    with pytest.raises(FileNotFoundError, match=r"missing under image_root .*a\.jpg"):
+        CocoDetectionDataset(annotation, tmp_path / "split")  # missing at setup: reported at setup
     with pytest.raises(ValueError, match="image_size"):
         InfraredDetectionDataModule(image_size=[0, 3])
     with pytest.raises(ValueError, match="color"):
         InfraredDetectionDataModule(color="thermal")
 
 
-def test_synthetic_datamodule_batches_and_relation_matrix(tmp_path: Path) -> None:
+def test_synthetic_datamodule_batches_and_training_images_for_the_relation_matrix(tmp_path: Path) -> None:
     dm = SyntheticThermalDataModule(data_dir=str(tmp_path / "s"), n_train=24, n_val=4, n_test=4, image_size=48, batch_size=8)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape == (8, 1, 48, 48) and len(batch["boxes"]) == 8
     assert all(b.shape[1] == 4 and (b[:, 2:] > b[:, :2]).all() for b in batch["boxes"])
-    relation = dm.relation_matrix()
+    from robust_lightning.lightning_modules.kgat.knowledge import relation_stability_matrix
+
+    relation = relation_stability_matrix(dm.iter_train_gray(), dm.num_classes)
     assert relation.shape == (3, 3) and float(relation[1, 0]) == 1.0 and float(relation[0, 2]) == 1.0
 
 

@@ -27,14 +27,21 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
-from robust_lightning.lightning_modules._optim import check_scheduler_interval, optimizers_config
+from robust_lightning._validation import (
+    check_choice,
+    check_int,
+    check_int_at_least,
+    check_non_negative,
+    check_positive_int,
+)
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 from robust_lightning.lightning_modules.audio_grl.metrics import (
     SystemLevelCorrelation,
     aspect_names,
@@ -47,6 +54,7 @@ from robust_lightning.lightning_modules.audio_grl.model import (
     ModuleFrontend,
     gaussian_nll,
 )
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.nn.grl import dann_lambda
 
 __all__ = ["DOMAIN_STRATEGIES", "AudioQualityGRL"]
@@ -56,11 +64,6 @@ DOMAIN_STRATEGIES: tuple[str, ...] = ("corpus", "type", "kmeans", "random")
 _DEFAULT_NAMES = {"corpus": "corpus", "type": "content_type", "kmeans": "kmeans", "random": "random"}
 #: Content types in the datamodule's id order (audio, music, speech).
 _NUM_CONTENT_TYPES = 3
-
-
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    # Released code: Adam, lr 1e-4, no weight decay (configs/domainGRL.gin, TrainingLoop).
-    return torch.optim.Adam(params, lr=1e-4)
 
 
 def _check_domains(domains: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -84,26 +87,18 @@ def _check_domains(domains: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         if name in names:
             raise ValueError(f"domains[{i}].name {name!r} is used twice; give each head a distinct name")
         names.add(name)
-        num = spec.get("num_domains", _NUM_CONTENT_TYPES if strategy == "type" else None)
-        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-            raise ValueError(
-                f"domains[{i}].num_domains must be an int >= 2 (the number of {strategy} classes), got {num!r}"
-            )
-        weight = spec.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"domains[{i}].weight must be a number >= 0, got {weight!r}")
-        metric = spec.get("metric", "l2")
-        if metric not in ("l2", "cosine"):
-            raise ValueError(f"domains[{i}].metric must be 'l2' or 'cosine', got {metric!r}")
-        seed = spec.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"domains[{i}].seed must be an int, got {seed!r}")
+        num = check_int_at_least(f"domains[{i}].num_domains",
+                                 spec.get("num_domains", _NUM_CONTENT_TYPES if strategy == "type" else None),
+                                 2, reason=f"the number of {strategy} classes")
+        weight = check_non_negative(f"domains[{i}].weight", spec.get("weight", 1.0))
+        metric = check_choice(f"domains[{i}].metric", spec.get("metric", "l2"), ("l2", "cosine"))
+        seed = check_int(f"domains[{i}].seed", spec.get("seed", 0))
         specs.append({"strategy": strategy, "name": name, "num_domains": num, "weight": float(weight),
                       "metric": metric, "seed": seed})
     return specs
 
 
-class AudioQualityGRL(pl.LightningModule):
+class AudioQualityGRL(RobustMethod):
     """Quality regression with domain heads behind a gradient-reversal layer (or the baseline).
 
     Batches are the dicts of :mod:`robust_lightning.datamodules.audio_quality`: either
@@ -116,8 +111,8 @@ class AudioQualityGRL(pl.LightningModule):
             :class:`TorchaudioSSLFrontend`, :class:`HFWav2Vec2Frontend`, or any ``nn.Module``
             from waveforms ``(B, N)`` to features, e.g. ``torchaudio.transforms.MelSpectrogram``
             or a ``torchaudio.pipelines`` bundle's ``get_model()``, wrapped in
-            :class:`ModuleFrontend`); ``None`` for precomputed features. Its weights are not part of the module's checkpoints (they
-            are rebuilt from the config).
+            :class:`ModuleFrontend`); ``None`` for precomputed features. Its weights are not part
+            of the module's checkpoints (they are rebuilt from the config).
         feature_shape: ``(channels, frames)`` of one clip's features; ``None`` infers it in
             ``setup`` from the datamodule (``clip_samples`` through the front-end, or
             ``feature_shape`` for precomputed features).
@@ -143,7 +138,8 @@ class AudioQualityGRL(pl.LightningModule):
         quality_hidden, domain_hidden: MLP widths (paper: (64, 32) both).
         cache_dir: Disk folder of the frozen-feature cache (``None``: memory only).
         cache_features: Cache features at all (turn off for waveform augmentation).
-        optimizer: Optimizer factory (default Adam, lr 1e-4).
+        optimizer: Optimizer factory (``None``: Adam, lr 1e-4, no weight decay, as the released
+            code: ``configs/domainGRL.gin``, ``TrainingLoop``).
         lr_scheduler: Optional callable building a scheduler from the optimizer (the released
             code has none).
         scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``.
@@ -173,33 +169,29 @@ class AudioQualityGRL(pl.LightningModule):
         domain_hidden: Sequence[int] = (64, 32),
         cache_dir: str | None = None,
         cache_features: bool = True,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
         if frontend is not None and not isinstance(frontend, Frontend):
             if not isinstance(frontend, torch.nn.Module):
-                raise TypeError(
+                raise InvalidArgumentTypeError(
                     f"frontend must be a torch.nn.Module mapping waveforms (B, N) to features (a robust_lightning "
                     f"Frontend, a torchaudio transform or model), or None for precomputed features, got "
                     f"{type(frontend).__name__}"
                 )
             frontend = ModuleFrontend(frontend)
-        if isinstance(num_aspects, bool) or not isinstance(num_aspects, int) or num_aspects < 1:
-            raise ValueError(f"num_aspects must be a positive int, got {num_aspects!r}")
+        check_positive_int("num_aspects", num_aspects)
         if aspects is not None:
             aspects = aspect_names(list(aspects), num_aspects)
-        if head not in ("gaussian", "mse"):
-            raise ValueError(f"head must be 'gaussian' or 'mse', got {head!r}")
-        if grl_schedule not in ("constant", "dann"):
-            raise ValueError(f"grl_schedule must be 'constant' or 'dann', got {grl_schedule!r}")
+        check_choice("head", head, ("gaussian", "mse"))
+        check_choice("grl_schedule", grl_schedule, ("constant", "dann"))
         for name, value in (("grl_lambda", grl_lambda), ("domain_loss_weight", domain_loss_weight)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        check_scheduler_interval(scheduler_interval)
+            if value is not None:
+                check_non_negative(name, value)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+            raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout!r}")
         if feature_shape is not None:
             feature_shape = [int(v) for v in feature_shape]
             if len(feature_shape) != 2 or min(feature_shape) < 1:
@@ -211,9 +203,6 @@ class AudioQualityGRL(pl.LightningModule):
         # for XLS-R) is rebuilt from the config, not copied into every checkpoint.
         self.__dict__["frontend"] = frontend
         self.feature_cache = FeatureCache(cache_dir) if cache_features else None
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = scheduler_interval
         self.aspects = list(aspects) if aspects is not None else None
         self.net: AudioQualityGRLNet | None = None
         self._grl_lambda = float(grl_lambda)
@@ -295,9 +284,13 @@ class AudioQualityGRL(pl.LightningModule):
                     f"{available} {spec['strategy']} classes; raise num_domains"
                 )
 
-    def configure_optimizers(self) -> Any:
-        return optimizers_config([p for p in self.parameters() if p.requires_grad], self.optimizer_factory,
-                                 self.lr_scheduler_factory, self.scheduler_interval)
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=1e-4)
+
+    @override
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
 
     # -- features -------------------------------------------------------------------------
     def features(self, batch: Mapping[str, Any]) -> Tensor:
@@ -442,7 +435,8 @@ class AudioQualityGRL(pl.LightningModule):
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         return loss
 
-    def _evaluation_step(self, batch: Mapping[str, Any], stage: str) -> None:
+    @override
+    def evaluation_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         features = self.features(batch)
         out = self(features)
         target = batch["scores"].float()
@@ -464,24 +458,18 @@ class AudioQualityGRL(pl.LightningModule):
         self.metrics[stage].reset()
         self.system_metrics[stage].reset()
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.metrics["val"]["mse"].update_count:  # nothing to report before the first batch
-            with warnings.catch_warnings():
+    @override
+    def on_evaluation_epoch_end(self, stage: str) -> None:
+        if not self.metrics[stage]["mse"].update_count:  # nothing to report before the first batch
+            return
+        with warnings.catch_warnings():
+            if stage == "val":
                 # A 1-batch sanity check may see constant targets: NaN correlation is the answer.
                 warnings.filterwarnings("ignore", message=".*constant.*")
-                self._log_epoch("val")
+            self._log_epoch(stage)
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        if self.metrics["test"]["mse"].update_count:
-            self._log_epoch("test")
-
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    @override
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """``{"mean" (B, k), "std" (B, k) (Gaussian head only), "z" (B, D)}``."""
         out = self(self.features(batch))
         result = {"mean": out["mean"], "z": out["z"]}

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._checkpoint import load_checkpoint
 from robust_lightning._extras import require
 from robust_lightning.nn.grl import GradientReversal
 from robust_lightning.nn.layers import mlp
@@ -247,9 +248,7 @@ class TorchaudioSSLFrontend(Frontend):
         except TypeError as error:
             raise ValueError(f"factory_kwargs do not fit torchaudio.models.{factory}: {error}") from None
         if checkpoint is not None:
-            if not Path(checkpoint).is_file():
-                raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state = load_checkpoint(checkpoint, argument="checkpoint")
             state = state.get("state_dict", state) if isinstance(state, Mapping) else state
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             # aux (CTC) heads of fine-tuned checkpoints are irrelevant to feature extraction.
@@ -369,7 +368,7 @@ class FeatureCache:
         if entry is None and self.cache_dir is not None:
             path = self._disk_path(frontend_key, key)
             if path.is_file():
-                entry = torch.load(path, map_location="cpu", weights_only=True)
+                entry = load_checkpoint(path, argument="feature cache entry")
                 if self.in_memory:
                     self.memory[f"{frontend_key}|{key}"] = entry
         return entry

@@ -15,33 +15,41 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
-from robust_lightning.errors import InvalidArgumentError
+from robust_lightning._validation import (
+    check_bool,
+    check_int_at_least,
+    check_positive,
+    check_positive_int,
+    check_probability,
+)
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 from robust_lightning.lightning_modules.badllm_tg.model import (
     TriggerGenerator,
     build_hf_model,
     insert_trigger,
 )
+from robust_lightning.lightning_modules.base import RobustMethod
 
 __all__ = ["BackdoorDefense", "TextClassifier"]
 
 
 def _check_source(path: str | None, config: Mapping[str, Any] | None, what: str) -> None:
     if path is not None and not isinstance(path, str):
-        raise TypeError(f"{what}_path must be a str (a local folder) or None, got {type(path).__name__}")
+        raise InvalidArgumentTypeError(f"{what}_path must be a str (a local folder) or None, got {type(path).__name__}")
     if config is not None and (not isinstance(config, Mapping) or "model_type" not in config):
-        raise ValueError(f"{what}_config must be a dict with a 'model_type' key, got {config!r}")
+        raise InvalidArgumentError(f"{what}_config must be a dict with a 'model_type' key, got {config!r}")
     if (path is None) == (config is None):
-        raise ValueError(f"give exactly one of {what}_path and {what}_config")
+        raise InvalidArgumentError(f"give exactly one of {what}_path and {what}_config")
 
 
-class TextClassifier(pl.LightningModule):
+class TextClassifier(RobustMethod):
     """Any HF ``AutoModelForSequenceClassification`` (local path or config) as a LightningModule.
 
     Batches are dicts from :class:`~robust_lightning.datamodules.text.TextBackdoorDataModule`.
@@ -54,7 +62,7 @@ class TextClassifier(pl.LightningModule):
             ``vocab_size`` defaults to the datamodule tokenizer's size.
         num_labels: Classes; ``None`` takes the datamodule's ``num_labels``.
         target_label: Attack target for ASR; ``None`` takes the datamodule's.
-        lr: AdamW learning rate.
+        lr: AdamW learning rate (the optimizer is AdamW on the classifier's parameters).
         weight_decay: AdamW weight decay.
         max_length: Truncation length when the module tokenises text itself.
         export_dir: If set, the model and tokenizer are saved there (``save_pretrained``) at
@@ -74,10 +82,9 @@ class TextClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         _check_source(model_path, model_config, "model")
-        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2):
-            raise ValueError(f"num_labels must be an int >= 2 or None, got {num_labels!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if num_labels is not None:
+            check_int_at_least("num_labels", num_labels, 2, reason="or None for the datamodule's")
+        check_positive("lr", lr)
         self.save_hyperparameters()
         self.model_path = model_path
         self.model_config = dict(model_config) if model_config is not None else None
@@ -93,10 +100,9 @@ class TextClassifier(pl.LightningModule):
                                         **({"num_labels": num_labels} if num_labels else {}))
             self.num_labels = int(self.model.config.num_labels)
             self.model.train()  # from_pretrained returns eval mode; Lightning keeps module modes
-        self.val_cacc = MulticlassAccuracy(self.num_labels or 2, average="micro")
-        self.val_asr = MeanMetric()
-        self.test_cacc = MulticlassAccuracy(self.num_labels or 2, average="micro")
-        self.test_asr = MeanMetric()
+        self.add_stage_metrics("cacc", lambda: MulticlassAccuracy(self.num_labels or 2, average="micro"),
+                               stages=("val", "test"))
+        self.add_stage_metrics("asr", MeanMetric, stages=("val", "test"))
 
     # --- wiring to the datamodule -------------------------------------------------------
     @property
@@ -123,8 +129,8 @@ class TextClassifier(pl.LightningModule):
         self.model = build_hf_model("sequence_classification", config=config, num_labels=num_labels)
         if num_labels != self.num_labels:
             self.num_labels = num_labels
-            for name in ("val_cacc", "test_cacc"):
-                setattr(self, name, MulticlassAccuracy(num_labels, average="micro"))
+            self.add_stage_metrics("cacc", lambda: MulticlassAccuracy(num_labels, average="micro"),
+                                   stages=("val", "test"))
 
     # --- steps ----------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -141,29 +147,34 @@ class TextClassifier(pl.LightningModule):
         self.log("train/acc", (logits.argmax(1) == batch["labels"]).float().mean(), batch_size=len(batch["labels"]))
         return loss
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, prefix: str) -> None:
+    @override
+    def evaluation_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])
         preds = logits.argmax(1)
         n = len(batch["labels"])
         if dataloader_idx == 0:
-            cacc = getattr(self, f"{prefix}_cacc")
+            cacc = getattr(self, f"{stage}_cacc")
             cacc(preds, batch["labels"])
-            self.log(f"{prefix}/loss", F.cross_entropy(logits, batch["labels"]), batch_size=n, add_dataloader_idx=False)
-            self.log(f"{prefix}/cacc", cacc, prog_bar=True, batch_size=n, add_dataloader_idx=False)
-            self.log(f"{prefix}/acc", cacc, batch_size=n, add_dataloader_idx=False)
+            self.log(f"{stage}/loss", F.cross_entropy(logits, batch["labels"]), batch_size=n, add_dataloader_idx=False)
+            self.log(f"{stage}/cacc", cacc, prog_bar=True, batch_size=n, add_dataloader_idx=False)
+            self.log(f"{stage}/acc", cacc, batch_size=n, add_dataloader_idx=False)
         elif self.target_label is not None:
-            asr = getattr(self, f"{prefix}_asr")
+            asr = getattr(self, f"{stage}_asr")
             asr((preds == self.target_label).float())
-            self.log(f"{prefix}/asr", asr, prog_bar=True, batch_size=n, add_dataloader_idx=False)
+            self.log(f"{stage}/asr", asr, prog_bar=True, batch_size=n, add_dataloader_idx=False)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx, "val")
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities ``(B, num_labels)`` of a tokenised batch."""
+        return F.softmax(self(batch["input_ids"], batch.get("attention_mask")), dim=1)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx, "test")
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    @override
+    def optimizer_parameters(self) -> Any:
+        return self.model.parameters()
 
     def on_fit_end(self) -> None:
         if self.export_dir is not None and self.trainer.is_global_zero:
@@ -253,16 +264,11 @@ class BackdoorDefense(TextClassifier):
         for name, value in (("generation_steps", generation_steps), ("num_candidates", num_candidates),
                             ("reward_samples", reward_samples), ("pool_size", pool_size),
                             ("max_triggers_per_sample", max_triggers_per_sample)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not pool_temperature > 0:
-            raise ValueError(f"pool_temperature must be > 0, got {pool_temperature!r}")
-        if not 0.0 <= defense_ratio <= 1.0:
-            raise ValueError(f"defense_ratio must be in [0, 1], got {defense_ratio!r}")
-        if not isinstance(keep_clean, bool):
-            raise TypeError(f"keep_clean must be a bool, got {type(keep_clean).__name__}")
-        if not generator_lr > 0:
-            raise ValueError(f"generator_lr must be > 0, got {generator_lr!r}")
+            check_positive_int(name, value)
+        check_positive("pool_temperature", pool_temperature)
+        check_probability("defense_ratio", defense_ratio)
+        check_bool("keep_clean", keep_clean)
+        check_positive("generator_lr", generator_lr)
         super().__init__(victim_path, victim_config, num_labels, target_label, lr, weight_decay, max_length, export_dir)
         self.save_hyperparameters()
         self.generator_path = generator_path
@@ -384,8 +390,26 @@ class BackdoorDefense(TextClassifier):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.generator is not None:
             checkpoint["badllm_tg_pool"] = self.generator.pool.state_dict()
+            checkpoint["badllm_tg_generator_optimizer"] = self._generator_optimizer.state_dict()
+        # Everything a round draws from, so a run resumed between rounds draws what the
+        # uninterrupted run would have: reward texts and insertions (python RNG), trigger
+        # sampling (torch generator) and dropout (torch's global RNG, which Lightning does not
+        # checkpoint). Plain tuples and tensors: loadable with weights_only=True.
+        checkpoint["badllm_tg_rng"] = {"python": self._rng.getstate(), "torch": self._torch_gen.get_state(),
+                                       "global_torch": torch.get_rng_state()}
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._pool_state = checkpoint.get("badllm_tg_pool")
         if self.generator is not None and self._pool_state is not None:
             self.generator.pool.load_state_dict(self._pool_state)
+        optimizer_state = checkpoint.get("badllm_tg_generator_optimizer")
+        if optimizer_state is not None and self.generator is not None:
+            self._generator_optimizer.load_state_dict(optimizer_state)
+        rng = checkpoint.get("badllm_tg_rng")
+        if rng is not None:
+            version, internal, gauss = rng["python"]
+            self._rng.setstate((version, tuple(internal), gauss))
+            self._torch_gen.set_state(rng["torch"])
+            torch.set_rng_state(rng["global_torch"])

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robust_lightning._extras import check_installed
+from robust_lightning._validation import check_positive_int
 from robust_lightning.errors import InvalidArgumentError, MissingFileError
 
 # transformers is imported where models are built (its import takes seconds); a missing extra
@@ -176,8 +177,7 @@ class ReplayPool:
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        check_positive_int("k", k)
         rest = list(self.items)
         out = []
         while rest and len(out) < k:
@@ -241,8 +241,7 @@ class TriggerGenerator(nn.Module):
                 f"the trigger generator's tokenizer ({type(tokenizer).__name__}) has no eos token, and a generated "
                 "trigger ends at eos; BERT-style tokenizers have [SEP] but no eos: use a causal-LM tokenizer "
                 "(e.g. GPT-2's) or one with an eos_token")
-        if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
-            raise ValueError(f"max_words must be a positive int, got {max_words!r}")
+        check_positive_int("max_words", max_words)
         if not 0.0 <= baseline_momentum < 1.0:
             raise ValueError(f"baseline_momentum must be in [0, 1), got {baseline_momentum!r}")
         if kl_coef < 0:

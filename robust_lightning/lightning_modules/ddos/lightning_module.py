@@ -24,39 +24,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy, BinaryStatScores
+from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_instance
 from robust_lightning.attacks.constrained import ConstrainedPGD
 from robust_lightning.attacks.core import attack_mode, parse_budget
-from robust_lightning.callbacks._common import RankGenerator
-from robust_lightning.callbacks.adversarial_training import AdversarialTraining
+from robust_lightning.attacks.generators import RankGenerator
+from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.flow_schema import check_features
-from robust_lightning.lightning_modules._domains import (
-    check_domain_names,
-    evaluation_domain,
-)
-from robust_lightning.lightning_modules._optim import (
-    check_scheduler_interval,
-    optimizers_config,
-)
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.ddos.model import SignedLogStandardize
-from robust_lightning.protocol import AdversarialMixin, split_batch
+from robust_lightning.protocol import split_batch
 
 __all__ = ["RECIPES", "DDoSDetector", "detection_scores", "margin_loss"]
 
 Recipe = Literal["standard", "constrained_at"]
 RECIPES: tuple[str, ...] = ("standard", "constrained_at")
 ATTACK = 1  # the positive class
-
-
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
 
 def margin_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -82,7 +72,7 @@ def detection_scores(stats: Tensor) -> dict[str, Tensor]:
             "acc": ratio(tp + tn, tp + tn + fp + fn)}
 
 
-class DDoSDetector(AdversarialMixin, pl.LightningModule):
+class DDoSDetector(RobustMethod):
     """Binary flow detector (benign 0 / attack 1) on raw CICFlowMeter features.
 
     Args:
@@ -106,7 +96,7 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
         class_weights: optional cross-entropy weights ``[benign, attack]`` for imbalanced data.
         domain_names: names of the evaluation dataloaders (``None``: the DataModule's
             ``domain_names`` when it has them).
-        optimizer: callable building the optimizer (AdamW 1e-3 by default).
+        optimizer: callable building the optimizer (``None``: AdamW, lr 1e-3, weight decay 1e-4).
         lr_scheduler: optional callable building a scheduler.
         scheduler_interval: ``"epoch"`` or ``"step"``.
     """
@@ -129,26 +119,23 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
         eval_seed: int = 0,
         class_weights: Sequence[float] | None = None,
         domain_names: Sequence[str] | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module (e.g. TabularMLP), got {type(model).__name__}")
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+        super().__init__(optimizer, lr_scheduler, scheduler_interval, domain_names)
+        check_instance("model", model, nn.Module, "an nn.Module (e.g. TabularMLP)")
+        check_choice("recipe", recipe, RECIPES)
         self.features = check_features(features)
         width = getattr(model, "num_features", len(self.features))
         if width != len(self.features):
             raise ValueError(f"model takes {width} features but features lists {len(self.features)}")
         if getattr(model, "num_classes", 2) != 2:
             raise ValueError(f"model must output 2 logits (benign, attack), got num_classes={model.num_classes}")
-        check_scheduler_interval(scheduler_interval)
         eval_eps = [eps] if eval_eps is None else list(eval_eps)
         if class_weights is not None and (len(class_weights) != 2 or any(float(w) <= 0 for w in class_weights)):
-            raise ValueError(f"class_weights must be two positive numbers [benign, attack], got {class_weights!r}")
-        domain_names = check_domain_names(domain_names)
+            raise InvalidArgumentError(
+                f"class_weights must be two positive numbers [benign, attack], got {class_weights!r}")
         # The network and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
@@ -166,13 +153,7 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
             raise ValueError(f"eval_eps repeats a budget: {eval_eps}")
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor([float(w) for w in class_weights]), persistent=False)
-        self.domain_names = domain_names
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = scheduler_interval
         self.train_acc = BinaryAccuracy()
-        # One stat-score counter per (stage, dataloader, clean|attack index), made on first use.
-        self.scores = nn.ModuleDict()
         self._eval_rng = RankGenerator(eval_seed)
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -196,15 +177,6 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
             rank_zero_warn("DDoSDetector's normaliser is not fitted; load a checkpoint or call model.normalizer.fit")
             return
         self.normalizer.fit(source.train_features().to(self.normalizer.mean.device))
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        if self.training_attack is None:
-            return []
-        if self._trainer is not None and any(
-            isinstance(c, AdversarialTraining) and c.attack is self.training_attack for c in self.trainer.callbacks
-        ):
-            return []
-        return [AdversarialTraining(self.training_attack, model_mode="eval")]
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, 2)`` of raw flows ``(B, F)``."""
@@ -232,23 +204,17 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------------
-    def _domain(self, stage: str, dataloader_idx: int) -> str | None:
-        return evaluation_domain(self, self.domain_names, stage, dataloader_idx)
-
     def _scores(self, stage: str, dataloader_idx: int, which: str) -> BinaryStatScores:
-        # ModuleDict keys may not hold dots (attack names do), hence indices.
-        key = f"{stage}_{dataloader_idx}_{which}"
-        if key not in self.scores:
-            self.scores[key] = BinaryStatScores().to(self.device)
-        return self.scores[key]  # type: ignore[return-value]
+        # One stat-score counter per (stage, dataloader, clean | attack index).
+        return self.domain_metric(stage, dataloader_idx, BinaryStatScores, which)  # type: ignore[return-value]
 
-    def _evaluation_step(self, batch: Any, stage: str, dataloader_idx: int) -> None:
+    @override
+    def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)
         preds = logits.argmax(dim=1)
         self._scores(stage, dataloader_idx, "clean").update(preds, y)
-        domain = self._domain(stage, dataloader_idx)
-        suffix = "" if domain is None else f"/{domain}"
+        suffix = self.domain_suffix(stage, dataloader_idx)
         self.log(f"{stage}/loss{suffix}", F.cross_entropy(logits, y), sync_dist=True, add_dataloader_idx=False)
         attacked = y == ATTACK
         if not self.eval_attacks:
@@ -265,16 +231,10 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
                 preds_adv[attacked] = self(x_adv).argmax(dim=1)
             self._scores(stage, dataloader_idx, f"a{index}").update(preds_adv, y)
 
-    def _log_epoch(self, stage: str) -> None:
-        for key in sorted(k for k in self.scores if k.startswith(f"{stage}_")):
-            metric = self.scores[key]
-            if not metric.update_called:
-                continue
-            _, index, which = key.split("_", 2)
-            domain = self._domain(stage, int(index))
-            suffix = "" if domain is None else f"/{domain}"
-            # compute() synchronises across processes, so every rank logs the same value.
-            scores = detection_scores(metric.compute())
+    @override
+    def on_evaluation_epoch_end(self, stage: str) -> None:
+        for suffix, which, stats in self.domain_results(stage):
+            scores = detection_scores(stats)
             if which == "clean":
                 for name, value in scores.items():
                     self.log(f"{stage}/{name}{suffix}", value, prog_bar=name == "f1", add_dataloader_idx=False)
@@ -282,31 +242,13 @@ class DDoSDetector(AdversarialMixin, pl.LightningModule):
                 attack = self.eval_attacks[int(which[1:])].name
                 for name in ("recall", "precision", "f1"):
                     self.log(f"{stage}/{name}_adv/{attack}{suffix}", scores[name], add_dataloader_idx=False)
-            metric.reset()
 
-    def on_validation_epoch_start(self) -> None:
+    @override
+    def on_evaluation_epoch_start(self, stage: str) -> None:
         self._eval_rng.reset(self.device, self.global_rank)
 
-    def on_test_epoch_start(self) -> None:
-        self._eval_rng.reset(self.device, self.global_rank)
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "val", dataloader_idx)
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "test", dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
-
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Attack probabilities ``(B,)``."""
         inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]
         return F.softmax(self(inputs), dim=1)[:, ATTACK]
-
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
-                                 self.scheduler_interval)

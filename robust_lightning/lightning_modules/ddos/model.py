@@ -13,25 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_fraction, check_positive_int
+
 __all__ = ["SignedLogStandardize", "TabularCNN", "TabularMLP"]
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_widths(name: str, value: object) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
         raise ValueError(f"{name} must be a non-empty list of positive ints, got {value!r}")
-    return tuple(_check_positive_int(name, v) for v in value)
-
-
-def _check_dropout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {value!r}")
-    return float(value)
+    return tuple(check_positive_int(name, v) for v in value)
 
 
 class SignedLogStandardize(nn.Module):
@@ -47,7 +37,7 @@ class SignedLogStandardize(nn.Module):
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features)
+        self.num_features = check_positive_int("num_features", num_features)
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
         # A buffer, so a checkpoint records whether the statistics were fitted.
@@ -97,10 +87,10 @@ class TabularMLP(nn.Module):
     def __init__(self, num_features: int, hidden: Sequence[int] = (128, 64), num_classes: int = 2,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
+        self.num_features = check_positive_int("num_features", num_features)
+        self.num_classes = check_positive_int("num_classes", num_classes)
         widths = _check_widths("hidden", hidden)
-        dropout = _check_dropout(dropout)
+        dropout = check_fraction("dropout", dropout)
         layers: list[nn.Module] = []
         previous = num_features
         for width in widths:
@@ -134,14 +124,14 @@ class TabularCNN(nn.Module):
     def __init__(self, num_features: int, channels: Sequence[int] = (16, 32), kernel_size: int = 3,
                  hidden: int = 64, num_classes: int = 2, dropout: float = 0.1) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
+        self.num_features = check_positive_int("num_features", num_features)
+        self.num_classes = check_positive_int("num_classes", num_classes)
         widths = _check_widths("channels", channels)
-        kernel_size = _check_positive_int("kernel_size", kernel_size)
+        kernel_size = check_positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
-        hidden = _check_positive_int("hidden", hidden)
-        dropout = _check_dropout(dropout)
+        hidden = check_positive_int("hidden", hidden)
+        dropout = check_fraction("dropout", dropout)
         blocks: list[nn.Module] = []
         previous = 1
         for width in widths:

@@ -22,21 +22,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
-from robust_lightning.lightning_modules._domains import (
-    check_domain_names,
-    evaluation_domain,
+from robust_lightning._validation import (
+    check_choice,
+    check_instance,
+    check_int_at_least,
+    check_names,
+    check_non_negative,
 )
-from robust_lightning.lightning_modules._optim import (
-    check_scheduler_interval,
-    optimizers_config,
-)
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.drsf.model import (
     DRSFNet,
     EntropyGuidedChannelAttention,
@@ -47,7 +47,7 @@ from robust_lightning.lightning_modules.drsf.model import (
 )
 from robust_lightning.nn.grl import dann_lambda
 from robust_lightning.nn.layers import Normalize
-from robust_lightning.protocol import AdversarialMixin, split_batch
+from robust_lightning.protocol import split_batch
 
 __all__ = ["METHODS", "DRSFClassifier"]
 
@@ -55,27 +55,7 @@ Method = Literal["erm", "mixstyle", "drsf"]
 METHODS: tuple[str, ...] = ("erm", "mixstyle", "drsf")
 
 
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
-
-
-def _check_weight(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) >= 0.0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    if float(value) == float("inf"):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _check_levels(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{name} must be a list of level names, got {value!r}")
-    if len(set(value)) != len(value):
-        raise ValueError(f"{name} must not repeat a level, got {list(value)}")
-    return tuple(value)
-
-
-class DRSFClassifier(AdversarialMixin, pl.LightningModule):
+class DRSFClassifier(RobustMethod):
     """Image classifier trained on one (synthetic) domain to generalise to unseen (real) ones.
 
     Args:
@@ -109,7 +89,8 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
         consistency_weight: Weight of the Jensen-Shannon consistency between the two views.
         domain_names: Names of the evaluation dataloaders; ``None`` takes the DataModule's
             ``domain_names`` (as :class:`DomainGeneralizationDataModule` provides).
-        optimizer: Callable building the optimizer from the parameters (AdamW 1e-3 by default).
+        optimizer: Callable building the optimizer from the parameters (``None``: AdamW, lr 1e-3,
+            weight decay 1e-4).
         lr_scheduler: Optional callable building a scheduler from the optimizer.
         scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``.
 
@@ -142,35 +123,27 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
         discriminator_hidden: int = 64,
         consistency_weight: float = 1.0,
         domain_names: Sequence[str] | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__()
-        if not isinstance(backbone, MultiLevelBackbone):
-            raise TypeError(
-                "backbone must be a MultiLevelBackbone (DigitCNN, PreActResNet18Levels or a subclass "
-                f"exposing named stages), got {type(backbone).__name__}"
-            )
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        super().__init__(optimizer, lr_scheduler, scheduler_interval, domain_names)
+        check_instance("backbone", backbone, MultiLevelBackbone,
+                       "a MultiLevelBackbone (DigitCNN, PreActResNet18Levels or a subclass exposing named stages)")
+        check_choice("method", method, METHODS)
+        check_int_at_least("num_classes", num_classes, 2)
         if getattr(backbone, "num_classes", num_classes) != num_classes:
             raise ValueError(
                 f"num_classes={num_classes} but the backbone has {backbone.num_classes} outputs"
             )
-        if grl_schedule not in ("dann", "constant"):
-            raise ValueError(f"grl_schedule must be 'dann' or 'constant', got {grl_schedule!r}")
-        check_scheduler_interval(scheduler_interval)
-        mixstyle_levels = _check_levels("mixstyle_levels", mixstyle_levels)
-        attention_levels = _check_levels("attention_levels", attention_levels)
-        fusion_levels = _check_levels("fusion_levels", fusion_levels)
+        check_choice("grl_schedule", grl_schedule, ("dann", "constant"))
+        mixstyle_levels = check_names("mixstyle_levels", mixstyle_levels, "level names")
+        attention_levels = check_names("attention_levels", attention_levels, "level names")
+        fusion_levels = check_names("fusion_levels", fusion_levels, "level names")
         known = tuple(backbone.level_channels)
         unknown = [level for level in fusion_levels if level not in known]
         if unknown:
             raise ValueError(f"fusion_levels must name levels {known}, got unknown {unknown}")
-        domain_names = check_domain_names(domain_names)
         # The backbone and callables are rebuilt from the saved config, not pickled into the
         # checkpoint, which keeps checkpoints loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
@@ -189,10 +162,10 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
             attention_reduction=attention_reduction,
             bias_at_eval=bias_at_eval,
         )
-        self.entropy_weight = _check_weight("entropy_weight", entropy_weight)
-        self.fusion_weight = _check_weight("fusion_weight", fusion_weight)
-        self.grl_lambda = _check_weight("grl_lambda", grl_lambda)
-        self.consistency_weight = _check_weight("consistency_weight", consistency_weight)
+        self.entropy_weight = check_non_negative("entropy_weight", entropy_weight)
+        self.fusion_weight = check_non_negative("fusion_weight", fusion_weight)
+        self.grl_lambda = check_non_negative("grl_lambda", grl_lambda)
+        self.consistency_weight = check_non_negative("consistency_weight", consistency_weight)
         self.grl_schedule = grl_schedule
         self.randconv: RandomConvolution | None = None
         self.fusion: SoftDomainFusion | None = None
@@ -203,14 +176,7 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
                 channels = backbone.level_channels
                 self.fusion = SoftDomainFusion({level: channels[level] for level in fusion_levels},
                                                hidden=discriminator_hidden, grl_lambda=0.0)
-        self.domain_names = domain_names
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = scheduler_interval
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        # One accuracy per evaluation dataloader, created on first use (the number of domains is
-        # known only once the DataModule's loaders exist).
-        self.eval_acc = nn.ModuleDict()
 
     # -- forward -------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -273,50 +239,18 @@ class DRSFClassifier(AdversarialMixin, pl.LightningModule):
         return loss, logits_a
 
     # -- evaluation ----------------------------------------------------------------------
-    def _domain_name(self, stage: str, dataloader_idx: int) -> str | None:
-        return evaluation_domain(self, self.domain_names, stage, dataloader_idx)
-
-    def _eval_metric(self, stage: str, dataloader_idx: int) -> MulticlassAccuracy:
-        key = f"{stage}_{dataloader_idx}"
-        if key not in self.eval_acc:
-            self.eval_acc[key] = MulticlassAccuracy(self.num_classes, average="micro").to(self.device)
-        return self.eval_acc[key]  # type: ignore[return-value]
-
-    def _evaluation_step(self, batch: Any, stage: str, dataloader_idx: int) -> None:
+    @override
+    def evaluation_step(self, batch: Any, stage: str, dataloader_idx: int = 0) -> None:
         x, y = split_batch(batch)
         logits = self(x)
-        self._eval_metric(stage, dataloader_idx).update(logits, y)
-        name = self._domain_name(stage, dataloader_idx)
-        suffix = "" if name is None else f"/{name}"
+        # One accuracy per evaluation dataloader (domain), made on first use.
+        accuracy = self.domain_metric(stage, dataloader_idx,
+                                      lambda: MulticlassAccuracy(self.num_classes, average="micro"))
+        accuracy.update(logits, y)
+        suffix = self.domain_suffix(stage, dataloader_idx)
         self.log(f"{stage}/loss{suffix}", F.cross_entropy(logits, y), sync_dist=True, add_dataloader_idx=False)
 
-    def _log_eval_epoch(self, stage: str) -> None:
-        for key in sorted(k for k in self.eval_acc if k.startswith(f"{stage}_")):
-            metric = self.eval_acc[key]
-            if not metric.update_called:
-                continue
-            name = self._domain_name(stage, int(key.split("_", 1)[1]))
-            suffix = "" if name is None else f"/{name}"
-            # compute() synchronises across processes, so every rank logs the same value.
-            self.log(f"{stage}/acc{suffix}", metric.compute(), prog_bar=True, add_dataloader_idx=False)
-            metric.reset()
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "val", dataloader_idx)
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluation_step(batch, "test", dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval_epoch("test")
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]
-        return F.softmax(self(inputs), dim=1)
-
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
-                                 self.scheduler_interval)
+    @override
+    def on_evaluation_epoch_end(self, stage: str) -> None:
+        for suffix, _, accuracy in self.domain_results(stage):
+            self.log(f"{stage}/acc{suffix}", accuracy, prog_bar=True, add_dataloader_idx=False)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_positive, check_positive_int, check_probability, is_int
 from robust_lightning.nn.backbones import PreActResNet18
 from robust_lightning.nn.grl import GradientReversal
 
@@ -55,27 +56,9 @@ __all__ = [
 EMBEDDING = "embedding"
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_positive_float(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(float(value))
-        or float(value) <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+_check_positive_int = check_positive_int
+_check_probability = check_probability
+_check_positive_float = check_positive
 
 
 # -- backbones exposing multi-level features ------------------------------------------------
@@ -257,7 +240,7 @@ class RandomConvolution(nn.Module):
             raise ValueError(f"intensity must be 'free' or 'match', got {intensity!r}")
         self.intensity = intensity
         sizes = tuple(kernel_sizes)
-        if not sizes or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in sizes):
+        if not sizes or any(not is_int(k) or k < 1 or k % 2 == 0 for k in sizes):
             raise ValueError(f"kernel_sizes must be a non-empty list of odd positive ints, got {kernel_sizes!r}")
         self.kernel_sizes = sizes
         self.mix = bool(mix)

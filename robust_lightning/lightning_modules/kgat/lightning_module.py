@@ -18,24 +18,23 @@ under each of ``eval_attacks``: ``val/map50``, ``val/map50_95``, ``val/robust_ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
+from typing_extensions import override
 
+from robust_lightning._checkpoint import load_checkpoint
+from robust_lightning._validation import check_choice, check_int_at_least
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.detection import DetectionAttack, split_detection_losses
-from robust_lightning.callbacks._common import RankGenerator
-from robust_lightning.lightning_modules._optim import (
-    check_scheduler_interval,
-    optimizers_config,
-)
+from robust_lightning.attacks.generators import RankGenerator
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.kgat.knowledge import (
     knowledge_gray_vectors,
+    relation_stability_matrix,
     relation_weight,
     reliability_weight,
     spearman_rho,
@@ -48,11 +47,7 @@ Recipe = Literal["plain", "adversarial", "kgat"]
 RECIPES: tuple[str, ...] = ("plain", "adversarial", "kgat")
 
 
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
-
-
-class KGATDetector(pl.LightningModule):
+class KGATDetector(RobustMethod):
     """Knowledge-guided adversarial training of an mmdet detector (Zhao et al., KGAT).
 
     Args:
@@ -71,7 +66,7 @@ class KGATDetector(pl.LightningModule):
         relation_matrix: Path of the ``(K, K)`` relation-stability matrix R (``torch.save`` of a
             tensor, e.g. from ``python -m robust_lightning.lightning_modules.kgat.knowledge``);
             ``None`` computes it from the datamodule's training split at the start of fitting
-            (``InfraredDetectionDataModule.relation_matrix``).
+            (from ``InfraredDetectionDataModule.iter_train_gray``).
         relation_beta: ``beta`` of ``w_rel = 1 - ln(1 + beta rho)`` (0.5).
         knowledge_topk: Predicted boxes per class used for the predicted gray means (5).
         knowledge_score_threshold: Minimum score of those boxes (0.1).
@@ -79,7 +74,7 @@ class KGATDetector(pl.LightningModule):
             attack) or ``"train"`` (the released code attacks in training mode; statistics are
             restored afterwards either way).
         attack_seed: Seed of the attacks' random starts (per rank).
-        optimizer: Optimizer factory (default SGD 0.01, momentum 0.9, weight decay 1e-4).
+        optimizer: Optimizer factory (``None``: SGD, lr 0.01, momentum 0.9, weight decay 1e-4).
         lr_scheduler: Optional scheduler factory.
         scheduler_interval: ``"epoch"`` or ``"step"``.
     """
@@ -100,27 +95,23 @@ class KGATDetector(pl.LightningModule):
         knowledge_score_threshold: float = 0.1,
         attack_model_mode: Literal["eval", "train"] = "eval",
         attack_seed: int | None = 0,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
     ) -> None:
-        super().__init__()
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-        if isinstance(adversarial_images, bool) or not isinstance(adversarial_images, int) or adversarial_images < 1:
-            raise ValueError(f"adversarial_images must be an int >= 1, got {adversarial_images!r}")
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)  # type: ignore[arg-type]
+        check_choice("recipe", recipe, RECIPES)
+        check_int_at_least("adversarial_images", adversarial_images, 1)
         if train_attack is not None and not isinstance(train_attack, DetectionAttack):
             raise ValueError(f"train_attack must be a DetectionAttack, got {type(train_attack).__name__}")
         if eval_attacks is not None and not all(isinstance(a, DetectionAttack) for a in eval_attacks):
             raise ValueError("eval_attacks must be a list of DetectionAttack")
         if not 0.0 <= relation_beta < 1.0:
             raise ValueError(f"relation_beta must be in [0, 1), got {relation_beta!r}")
-        if isinstance(knowledge_topk, bool) or not isinstance(knowledge_topk, int) or knowledge_topk < 1:
-            raise ValueError(f"knowledge_topk must be an int >= 1, got {knowledge_topk!r}")
+        check_int_at_least("knowledge_topk", knowledge_topk, 1)
         if not 0.0 <= knowledge_score_threshold < 1.0:
             raise ValueError(f"knowledge_score_threshold must be in [0, 1), got {knowledge_score_threshold!r}")
-        if attack_model_mode not in ("eval", "train"):
-            raise ValueError(f"attack_model_mode must be 'eval' or 'train', got {attack_model_mode!r}")
+        check_choice("attack_model_mode", attack_model_mode, ("eval", "train"))
         # Attack objects and factories stay out of the hyperparameters so checkpoints load with
         # torch.load(weights_only=True); the config file records them.
         self.save_hyperparameters(ignore=["train_attack", "eval_attacks", "optimizer", "lr_scheduler"])
@@ -139,9 +130,6 @@ class KGATDetector(pl.LightningModule):
         self.knowledge_topk = knowledge_topk
         self.knowledge_score_threshold = float(knowledge_score_threshold)
         self.attack_model_mode = attack_model_mode
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._generators = RankGenerator(attack_seed)
         self.register_buffer("relation", torch.zeros(num_classes, num_classes), persistent=True)
         self._relation_ready = False
@@ -158,9 +146,7 @@ class KGATDetector(pl.LightningModule):
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
 
     def _load_relation(self, path: str) -> Tensor:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"relation_matrix {path} does not exist")
-        relation = torch.load(path, map_location="cpu", weights_only=True)
+        relation = load_checkpoint(path, argument="relation_matrix")
         if not isinstance(relation, Tensor) or relation.shape != (self.num_classes, self.num_classes):
             shape = tuple(relation.shape) if isinstance(relation, Tensor) else type(relation).__name__
             raise ValueError(
@@ -178,15 +164,18 @@ class KGATDetector(pl.LightningModule):
                 f"({getattr(datamodule, 'class_names', '?')})"
             )
         if self.recipe == "kgat" and not self._relation_ready:
-            if not hasattr(datamodule, "relation_matrix"):
+            if not hasattr(datamodule, "iter_train_gray"):
                 raise ValueError(
-                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with relation_matrix() "
+                    "recipe='kgat' needs relation_matrix=<path> or a datamodule with iter_train_gray() "
                     "(InfraredDetectionDataModule)"
                 )
-            self.relation.copy_(datamodule.relation_matrix().to(self.relation))
+            relation = relation_stability_matrix(datamodule.iter_train_gray(), self.num_classes)
+            self.relation.copy_(relation.to(self.relation))
             self._relation_ready = True
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         # R is a checkpointed buffer; a resumed run must not recompute it.
         self._relation_ready = True
         state = checkpoint.get("kgat_attack_generator")
@@ -270,7 +259,8 @@ class KGATDetector(pl.LightningModule):
         return loss
 
     # ---------------------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: Mapping[str, Any], stage: str) -> None:
+    @override
+    def evaluation_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int = 0) -> None:
         images: Tensor = batch["images"]
         targets = [{"boxes": b.detach().clone(), "labels": y.detach().clone()}
                    for b, y in zip(batch["boxes"], batch["labels"], strict=True)]
@@ -287,13 +277,8 @@ class KGATDetector(pl.LightningModule):
             adversarial = self._attack(attack, images, samples)
             update(attack.name, adversarial, samples)
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _log_map(self, stage: str) -> None:
+    @override
+    def on_evaluation_epoch_end(self, stage: str) -> None:
         for name, metric in self.metrics[stage].items():
             result = metric.compute()
             metric.reset()
@@ -302,12 +287,13 @@ class KGATDetector(pl.LightningModule):
             self.log(f"{prefix}map50{suffix}", result["map_50"].float(), prog_bar=name == "clean", sync_dist=False)
             self.log(f"{prefix}map50_95{suffix}", result["map"].float(), sync_dist=False)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_map("val")
+    @override
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Tensor]]:
+        """Detections of each image: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}``."""
+        images: Tensor = batch["images"]
+        predictions = self._predict(images, self._samples(batch, images))
+        return [{"boxes": p.bboxes, "scores": p.scores, "labels": p.labels} for p in predictions]
 
-    def on_test_epoch_end(self) -> None:
-        self._log_map("test")
-
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory,
-                                 self.scheduler_interval)
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robust_lightning._checkpoint import check_checkpoint_file, load_checkpoint
+from robust_lightning._validation import check_positive_int
 from robust_lightning.errors import MissingExtraError
 
 __all__ = ["MMDetDetector", "build_detector_config", "mmdet_available"]
@@ -71,6 +73,9 @@ def _strip_remote_pretrained(node: Any, where: str = "model") -> list[str]:
             if not Path(checkpoint).is_file():
                 node["init_cfg"] = None
                 dropped.append(f"{where}.init_cfg ({checkpoint})")
+            else:
+                # mmengine loads it with its own torch.load: refuse a corrupt file by name first.
+                check_checkpoint_file(checkpoint, argument=f"{where}.init_cfg.checkpoint")
         for key, value in node.items():
             if key != "init_cfg":
                 dropped += _strip_remote_pretrained(value, f"{where}.{key}")
@@ -118,8 +123,7 @@ def build_detector_config(
     _require_mmdet()
     from mmengine.config import Config
 
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     if isinstance(detector, str):
         path = _mmdet_config_path(detector) if detector.startswith(_MMDET_CONFIG_PREFIX) else Path(detector)
         if not path.is_file():
@@ -201,9 +205,7 @@ class MMDetDetector(nn.Module):
 
     def load_checkpoint(self, checkpoint: str) -> None:
         """Loads local weights (``weights_only=True``); reports keys that did not match."""
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint, argument="checkpoint")
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, Mapping):

@@ -43,6 +43,9 @@ from typing import Any
 
 import yaml
 
+from robust_lightning._validation import is_int, is_number
+from robust_lightning.errors import InvalidArgumentError
+
 __all__ = [
     "ACTIVATIONS",
     "FEATURE_LAYERS",
@@ -134,15 +137,15 @@ class SearchSpace:
                 setattr(self, f.name, value)
             elif f.name.startswith("init_"):
                 value = tuple(value)
-                if not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+                if not value or any(not is_int(v) or v < 1 for v in value):
                     raise ValueError(f"space.{f.name} must be a non-empty list of ints >= 1, got {value!r}")
                 setattr(self, f.name, value)
             else:
                 if len(value) != 2:
                     raise ValueError(f"space.{f.name} must be a (min, max) pair, got {value!r}")
                 lo, hi = value
-                is_int = f.type in ("IntRange",) or f.type is IntRange
-                if is_int and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                int_range = f.type in ("IntRange",) or f.type is IntRange
+                if int_range and not all(is_int(v) for v in value):
                     raise ValueError(f"space.{f.name} must hold ints, got {value!r}")
                 if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < 0:
                     raise ValueError(f"space.{f.name} must be 0 <= min <= max, got {value!r}")
@@ -188,8 +191,8 @@ class MutationRates:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"mutation.{f.name} must be a probability in [0, 1], got {value!r}")
+            if not is_number(value) or not 0.0 <= value <= 1.0:
+                raise InvalidArgumentError(f"mutation.{f.name} must be a probability in [0, 1], got {value!r}")
 
 
 # -- layer specs ------------------------------------------------------------------------
@@ -370,11 +373,11 @@ def _check_params(where: str, values: dict[str, Any], spec: dict[str, tuple[str,
     for name, (kind, domain) in spec.items():
         value = values[name]
         if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{where}.{name} must be an int, got {value!r}")
+            if not is_int(value):
+                raise InvalidArgumentError(f"{where}.{name} must be an int, got {value!r}")
         elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{where}.{name} must be a finite number, got {value!r}")
+            if not is_number(value) or not math.isfinite(value):
+                raise InvalidArgumentError(f"{where}.{name} must be a finite number, got {value!r}")
         elif value not in domain:
             raise ValueError(f"{where}.{name} must be one of {list(domain)}, got {value!r}")
         if kind in ("int", "float"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from typing_extensions import override
 
 from robust_lightning.lightning_modules.classifier import RobustClassifier
 from robust_lightning.lightning_modules.nero_net.genotype import Genotype, default_genotype, load_genotype
@@ -52,13 +53,14 @@ class NeroNetClassifier(RobustClassifier):
                             f"got {type(genotype).__name__}")
         resolved: Genotype = default_genotype() if genotype is None else load_genotype(genotype)
         backbone = NeroNet(resolved, input_shape, num_classes)
-        learning = backbone.genotype.learning
-        if optimizer is None:
-            def optimizer(params: Any) -> torch.optim.Optimizer:
-                return _make_optimizer(learning, params)
         super().__init__(backbone=backbone, num_classes=num_classes, optimizer=optimizer, **kwargs)
         # The resolved genotype (not the path) goes into the checkpoint: plain data, so the
         # checkpoint stays self-contained and loadable with torch.load(weights_only=True).
         self.hparams["genotype"] = backbone.genotype.to_dict()
         self.hparams["input_shape"] = list(backbone.input_shape)
         self.genotype = backbone.genotype
+
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The optimizer of the genotype's learning block (used when no ``optimizer`` is configured)."""
+        return _make_optimizer(self.genotype.learning, params)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least, check_optional_positive_int, is_int
+from robust_lightning.errors import InvalidArgumentError
 from robust_lightning.lightning_modules.nero_net.genotype import Genotype, load_genotype
 
 __all__ = ["InvalidGenotypeError", "NeroNet", "build_network", "infer_shapes", "repair_genotype"]
@@ -93,8 +95,8 @@ def repair_genotype(genotype: Genotype, input_shape: Sequence[int]) -> tuple[Gen
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(input_shape)
-    if len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
-        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    if len(shape) != 3 or any(not is_int(v) or v < 1 for v in shape):
+        raise InvalidArgumentError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
     return shape  # type: ignore[return-value]
 
 
@@ -161,11 +163,8 @@ class NeroNet(nn.Module):
         repair: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if max_params is not None and (isinstance(max_params, bool) or not isinstance(max_params, int)
-                                       or max_params < 1):
-            raise ValueError(f"max_params must be a positive int or None, got {max_params!r}")
+        check_int_at_least("num_classes", num_classes, 2)
+        check_optional_positive_int("max_params", max_params)
         genotype = load_genotype(genotype)
         self.repairs: list[str] = []
         if repair:

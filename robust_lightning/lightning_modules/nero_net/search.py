@@ -43,8 +43,11 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from robust_lightning._checkpoint import atomic_write_text, read_json_state
+from robust_lightning._validation import check_int_at_least, check_probability, is_int, is_number
 from robust_lightning.attacks.base import FGSM
 from robust_lightning.attacks.core import attack_mode, parse_budget
+from robust_lightning.errors import CheckpointError, InvalidArgumentError
 from robust_lightning.lightning_modules.nero_net.genotype import (
     Genotype,
     MutationRates,
@@ -66,11 +69,11 @@ TIMING_FIELDS = ("train_seconds", "eval_seconds", "rank")
 
 
 def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _is_positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+    return is_int(value) and value >= 1
 
 
 @dataclass
@@ -119,8 +122,7 @@ def robust_fitness(clean_acc: float, fgsm_acc: float, threshold: float, robust_w
     """
     for name, value in (("clean_acc", clean_acc), ("fgsm_acc", fgsm_acc), ("threshold", threshold),
                         ("robust_weight", robust_weight)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        check_probability(name, value)
     if clean_acc < threshold:
         return float(clean_acc)
     return 1.0 + robust_weight * fgsm_acc + (1.0 - robust_weight) * clean_acc
@@ -275,8 +277,7 @@ class NeroNetSearch:
             raise TypeError(f"data must be a LightningDataModule, got {type(data).__name__}")
         for name, value, minimum in (("num_classes", num_classes, 2), ("generations", generations, 1),
                                      ("offspring", offspring, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            check_int_at_least(name, value, minimum)
         if epochs_per_unit is None and seconds_per_unit is None:
             raise ValueError("set epochs_per_unit and/or seconds_per_unit: an individual needs a training budget")
         if epochs_per_unit is not None and not _is_positive_int(epochs_per_unit):
@@ -472,14 +473,15 @@ class NeroNetSearch:
         path = self.run_dir / STATE_FILE
         if self.resume is None:
             if path.exists():
-                raise ValueError(f"run_dir {str(self.run_dir)!r} already holds a search; pass --resume "
+                raise InvalidArgumentError(f"run_dir {str(self.run_dir)!r} already holds a search; pass --resume "
                                  f"{self.run_dir} to continue it or choose another run_dir")
             return None
         if not path.is_file():
-            raise ValueError(f"resume={self.resume!r} holds no {STATE_FILE}: nothing to resume")
-        state = json.loads(path.read_text())
+            raise InvalidArgumentError(f"resume={self.resume!r} holds no {STATE_FILE}: nothing to resume")
+        state = read_json_state(path, argument="resume state", required=_STATE_KEYS)
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path} has format {state.get('format')!r}, expected {STATE_FORMAT}")
+            raise CheckpointError(f"{path} has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        _check_state(state, path)
         settings = self._settings_json()
         if state["settings"] != settings:
             changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
@@ -564,14 +566,27 @@ class NeroNetSearch:
         return state
 
     def _truncate_log(self, generation: int) -> None:
-        """Drop log lines of a generation that was being trained when the search was killed."""
+        """Drop log lines of a generation that was being trained when the search was killed.
+
+        A kill mid-append can leave a last line cut short; it belongs to the unfinished
+        generation and is dropped too. A line that cannot be read before the end is corruption.
+        """
         path = self.run_dir / LOG_FILE
         if not path.exists():
             return
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["generation"] <= generation]
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    continue  # the half-written line of the generation being trained
+                raise CheckpointError(f"{path}, line {number}: not valid JSON (corrupt); it was not used") from None
+            if record.get("generation", generation + 1) <= generation:
+                kept.append(line)
         if len(kept) != len(lines):
-            path.write_text("".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _describe_data(data: pl.LightningDataModule) -> dict[str, Any]:
@@ -581,9 +596,24 @@ def _describe_data(data: pl.LightningDataModule) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
+
+
+_STATE_KEYS = ("format", "settings", "generation", "parent", "history", "input_shape")
+
+
+def _check_state(state: dict[str, Any], path: Path) -> None:
+    """A parsed state is self-consistent: one history entry per finished generation, a parent
+    once a generation has finished. Anything else was not written by a finished generation."""
+    generation, history, parent = state["generation"], state["history"], state["parent"]
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < -1:
+        raise CheckpointError(f"{path}: 'generation' must be an int >= -1, got {generation!r}; it was not used")
+    if not isinstance(history, list) or len(history) != generation + 1:
+        raise CheckpointError(f"{path}: 'history' must list {generation + 1} generation(s), got "
+                              f"{len(history) if isinstance(history, list) else type(history).__name__}; "
+                              "it was not used")
+    if generation >= 0 and not (isinstance(parent, dict) and {"genotype", "fitness"} <= set(parent)):
+        raise CheckpointError(f"{path}: 'parent' must hold the best individual (genotype, fitness); it was not used")
 
 
 class _WandbTable:

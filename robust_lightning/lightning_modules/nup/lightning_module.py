@@ -21,21 +21,15 @@ training step masks the adversarial inputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from robust_lightning.attacks.core import Norm
-from robust_lightning.lightning_modules.classifier import (
-    Recipe,
-    RobustClassifier,
-    _default_optimizer,
-)
+from robust_lightning._validation import check_bool, check_choice
+from robust_lightning.attacks.probes import check_baseline
+from robust_lightning.lightning_modules.classifier import RobustClassifier
 from robust_lightning.lightning_modules.nup.model import (
     Score,
-    _check_baseline,
     _check_fraction,
     _check_score,
     conj_mask_inputs,
@@ -52,9 +46,6 @@ class ConjMaskClassifier(RobustClassifier):
 
     Args:
         backbone: ``nn.Module`` mapping normalised images to logits (e.g. ``SmallCNN``).
-        num_classes: Number of classes.
-        mean: Per-channel mean of the inner ``Normalize`` layer.
-        std: Per-channel std of the inner ``Normalize`` layer.
         mask_fraction: Fraction of input components ConjMask masks per sample, in ``[0, 1]``.
         mask_baseline: Value given to masked components, in input units (images in ``[0, 1]``:
             0 is black; ``mask_baseline = mean`` masks to the zero of the normalised input).
@@ -63,8 +54,10 @@ class ConjMaskClassifier(RobustClassifier):
         mask_eval: Mask in eval-mode forward passes (validation, test, predict, attacks).
         train_label: Label of the training mask's loss, ``"target"`` or ``"predicted"``.
         straight_through: Straight-through (BPDA) gradient through the mask, for evaluation.
-        recipe, eps, alpha, steps, norm, trades_beta, attack_model_mode, optimizer, lr_scheduler,
-            scheduler_interval: As in :class:`~robust_lightning.RobustClassifier`.
+        **kwargs: Every other :class:`~robust_lightning.RobustClassifier` argument
+            (``num_classes``, ``mean``, ``std``, ``recipe``, ``eps``, ``alpha``, ``steps``,
+            ``norm``, ``trades_beta``, ``attack_model_mode``, ``optimizer``, ``lr_scheduler``,
+            ``scheduler_interval``), passed through unchanged.
 
     Raises:
         ValueError: On an out-of-range argument (the message names it).
@@ -73,9 +66,6 @@ class ConjMaskClassifier(RobustClassifier):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int = 10,
-        mean: Sequence[float] = (0.0,),
-        std: Sequence[float] = (1.0,),
         mask_fraction: float = 0.1,
         mask_baseline: float = 0.0,
         mask_score: Score = "abs",
@@ -83,29 +73,16 @@ class ConjMaskClassifier(RobustClassifier):
         mask_eval: bool = True,
         train_label: Literal["target", "predicted"] = "target",
         straight_through: bool = False,
-        recipe: Recipe = "standard",
-        eps: float | str = "8/255",
-        alpha: float | str | None = None,
-        steps: int = 10,
-        norm: Norm = "linf",
-        trades_beta: float = 6.0,
-        attack_model_mode: Literal["eval", "train"] = "eval",
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(backbone, num_classes=num_classes, mean=mean, std=std, recipe=recipe, eps=eps, alpha=alpha,
-                         steps=steps, norm=norm, trades_beta=trades_beta, attack_model_mode=attack_model_mode,
-                         optimizer=optimizer, lr_scheduler=lr_scheduler, scheduler_interval=scheduler_interval)
-        if train_label not in TRAIN_LABELS:
-            raise ValueError(f"train_label must be one of {TRAIN_LABELS}, got {train_label!r}")
+        super().__init__(backbone=backbone, **kwargs)
+        self.train_label = check_choice("train_label", train_label, TRAIN_LABELS)
         self.mask_fraction = _check_fraction(mask_fraction)
-        self.mask_baseline = _check_baseline(mask_baseline)
+        self.mask_baseline = check_baseline(mask_baseline)
         self.mask_score = _check_score(mask_score)
-        self.mask_train = bool(mask_train)
-        self.mask_eval = bool(mask_eval)
-        self.train_label = train_label
-        self.straight_through = bool(straight_through)
+        self.mask_train = check_bool("mask_train", mask_train)
+        self.mask_eval = check_bool("mask_eval", mask_eval)
+        self.straight_through = check_bool("straight_through", straight_through)
 
     def mask_inputs(self, x: Tensor, labels: Tensor | None = None, straight_through: bool = False) -> Tensor:
         """``x`` after ConjMask on this module's network (``labels=None``: predicted labels)."""

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from robust_lightning.attacks.core import Norm, attack_mode
-from robust_lightning.lightning_modules.classifier import Recipe, RobustClassifier, _default_optimizer
+from robust_lightning._validation import check_choice, check_int_at_least, is_number
+from robust_lightning.attacks.core import attack_mode
+from robust_lightning.errors import InvalidArgumentError
+from robust_lightning.lightning_modules.classifier import Recipe, RobustClassifier
 from robust_lightning.lightning_modules.rct_af.model import (
     ACTIVATION_BASES,
     CurvatureTunableActivation,
@@ -49,9 +49,13 @@ class RCTAFClassifier(RobustClassifier):
         hessian_every_n_epochs: log ``val/hessian_diag_norm`` every n epochs (0 = never).
         hessian_probes: Hutchinson probes per measurement.
         hessian_samples: first n samples of the first validation batch used for it.
-        num_classes, mean, std, recipe, eps, alpha, steps, norm, trades_beta,
-        attack_model_mode, optimizer, lr_scheduler, scheduler_interval: as in
-            :class:`~robust_lightning.lightning_modules.classifier.RobustClassifier`.
+        recipe: as in :class:`~robust_lightning.lightning_modules.classifier.RobustClassifier`,
+            but PGD-AT (``"pgd_at"``) by default.
+        **kwargs: every other
+            :class:`~robust_lightning.lightning_modules.classifier.RobustClassifier` argument
+            (``num_classes``, ``mean``, ``std``, ``eps``, ``alpha``, ``steps``, ``norm``,
+            ``trades_beta``, ``attack_model_mode``, ``optimizer``, ``lr_scheduler``,
+            ``scheduler_interval``), passed through unchanged.
 
     Raises:
         ValueError: naming the argument (``max_curvature``, ``activation_base``,
@@ -67,41 +71,20 @@ class RCTAFClassifier(RobustClassifier):
         hessian_every_n_epochs: int = 0,
         hessian_probes: int = 8,
         hessian_samples: int = 128,
-        num_classes: int = 10,
-        mean: Sequence[float] = (0.0,),
-        std: Sequence[float] = (1.0,),
         recipe: Recipe = "pgd_at",
-        eps: float | str = "8/255",
-        alpha: float | str | None = None,
-        steps: int = 10,
-        norm: Norm = "linf",
-        trades_beta: float = 6.0,
-        attack_model_mode: Literal["eval", "train"] = "eval",
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        **kwargs: Any,
     ) -> None:
-        if activation_base not in ACTIVATION_BASES:
-            raise ValueError(f"activation_base must be one of {ACTIVATION_BASES}, got {activation_base!r}")
-        if max_curvature is not None and (
-            isinstance(max_curvature, bool) or not isinstance(max_curvature, (int, float))
-            or not math.isfinite(max_curvature) or max_curvature <= 0
-        ):
-            raise ValueError(
+        check_choice("activation_base", activation_base, ACTIVATION_BASES)
+        if max_curvature is not None and not (is_number(max_curvature) and 0 < max_curvature < math.inf):
+            raise InvalidArgumentError(
                 f"max_curvature must be a finite number > 0, or None for the backbone's own "
                 f"(ReLU) activations, got {max_curvature!r}"
             )
         for name, value, minimum in (("hessian_every_n_epochs", hessian_every_n_epochs, 0),
                                      ("hessian_probes", hessian_probes, 1),
                                      ("hessian_samples", hessian_samples, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-        super().__init__(
-            backbone, num_classes=num_classes, mean=mean, std=std, recipe=recipe, eps=eps,
-            alpha=alpha, steps=steps, norm=norm, trades_beta=trades_beta,
-            attack_model_mode=attack_model_mode, optimizer=optimizer, lr_scheduler=lr_scheduler,
-            scheduler_interval=scheduler_interval,
-        )
+            check_int_at_least(name, value, minimum)
+        super().__init__(backbone=backbone, recipe=recipe, **kwargs)
         self.max_curvature = None if max_curvature is None else float(max_curvature)
         self.activation_base = activation_base
         self.hessian_every_n_epochs = hessian_every_n_epochs

@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least, is_number
 from robust_lightning.attacks.core import attack_mode
+from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
     "ACTIVATION_BASES",
@@ -104,8 +106,8 @@ class CurvatureTunableActivation(nn.Module):
 
     def __init__(self, max_curvature: float = 8.0, base: str = "silu") -> None:
         super().__init__()
-        if isinstance(max_curvature, bool) or not isinstance(max_curvature, (int, float)):
-            raise ValueError(f"max_curvature must be a positive number, got {max_curvature!r}")
+        if not is_number(max_curvature):
+            raise InvalidArgumentError(f"max_curvature must be a positive number, got {max_curvature!r}")
         if not math.isfinite(max_curvature) or max_curvature <= 0:
             raise ValueError(
                 f"max_curvature must be finite and > 0, got {max_curvature!r}; use the plain "
@@ -164,8 +166,7 @@ def max_second_derivative(
     """
     if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
         raise ValueError(f"lo and hi must be finite with lo < hi, got lo={lo!r}, hi={hi!r}")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-        raise ValueError(f"num must be an int >= 2, got {num!r}")
+    check_int_at_least("num", num, 2)
     with torch.enable_grad():
         x = torch.linspace(lo, hi, num, dtype=dtype, requires_grad=True)
         y = act(x)
@@ -297,8 +298,7 @@ def hutchinson_hessian_diagonal(
     Returns:
         One tensor per parameter, shaped like it, holding the estimated ``diag(H)`` entries.
     """
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-        raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}")
+    check_int_at_least("num_probes", num_probes, 1)
     loss_fn = loss_fn or _cross_entropy
     with attack_mode(module, "eval", freeze_params=False), torch.enable_grad():
         variables = [p for p in (params if params is not None else module.parameters()) if p.requires_grad]

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from robust_lightning._validation import check_positive_int
 from robust_lightning.lightning_modules.sia.model import (
     build_word_tokenizer,
     collate_lm,
@@ -20,6 +22,7 @@ from robust_lightning.lightning_modules.sia.synthesize import (
     SynthesizedData,
     generate_knowledge_graph,
     generate_query_log,
+    is_complete_dataset,
     load_dataset,
     synthesize,
     write_dataset,
@@ -77,8 +80,7 @@ class SIADataModule(pl.LightningDataModule):
         if stage not in ("inject", "align"):
             raise ValueError(f"stage must be 'inject' or 'align', got {stage!r}")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if data_dir is None and not synthesize:
             raise ValueError("give data_dir (with synthesized JSONL files) or set synthesize=True")
         self.save_hyperparameters()
@@ -97,8 +99,13 @@ class SIADataModule(pl.LightningDataModule):
         self.val_records: list[dict[str, Any]] = []
 
     def _load_or_synthesize(self) -> SynthesizedData:
-        if self.data_dir is not None and (Path(self.data_dir) / "sft.jsonl").is_file():
+        if self.data_dir is not None and is_complete_dataset(self.data_dir):
             return load_dataset(self.data_dir)
+        if self.data_dir is not None and self.synthesize and any(Path(self.data_dir).glob("*.jsonl")):
+            # JSONL files without the data card (written last): an interrupted synthesis. The
+            # generator is deterministic in data_seed, so writing again completes it.
+            rank_zero_warn(f"data_dir={self.data_dir!r} holds an incomplete synthesized dataset (no data card); "
+                           "synthesizing it again")
         if not self.synthesize:
             return load_dataset(self.data_dir)  # raises naming the missing files
         if self.data_dir is not None:
@@ -152,3 +159,11 @@ class SIADataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_records, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=_collate_records, num_workers=0)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out records again: the synthetic corpus has one held-out split (our choice)."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The held-out records (``SIA*.predict_step`` answers their prompts)."""
+        return self.val_dataloader()

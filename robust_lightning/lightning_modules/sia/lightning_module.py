@@ -24,11 +24,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
+from typing_extensions import override
 
+from robust_lightning._validation import check_int, check_non_negative, check_number, check_positive, check_probability
 from robust_lightning.attacks.core import attack_mode
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.sia.datamodule import TASKS
 from robust_lightning.lightning_modules.sia.model import (
     build_causal_lm,
@@ -51,15 +54,10 @@ __all__ = ["SIAAlign", "SIAInject"]
 METRICS = {"qa": ("qa_em",), "harmful": ("refusal", "robust_refusal", "robust_refusal_suffix"), "benign": ("over_refusal",)}
 
 
-def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (value < 0 if allow_zero else value <= 0):
-        kind = "an int" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-
-
-class _SIABase(pl.LightningModule):
-    """Model source, tokenizer wiring, generation-based evaluation and export."""
+class _SIABase(RobustMethod):
+    """Model source, tokenizer wiring, generation-based evaluation (validation and test on the
+    held-out records), predict (greedy answers) and export. The optimizer is AdamW(``lr``,
+    ``weight_decay``) on the trainable parameters."""
 
     eval_kinds: tuple[str, ...] = ("qa",)
 
@@ -75,14 +73,15 @@ class _SIABase(pl.LightningModule):
     ) -> None:
         super().__init__()
         if (model_path is None) == (model_config is None):
-            raise ValueError("give exactly one of model_path (a local HF folder) and model_config (a dict with 'model_type')")
+            raise InvalidArgumentError(
+                "give exactly one of model_path (a local HF folder) and model_config (a dict with 'model_type')")
         if model_path is not None and not isinstance(model_path, str):
-            raise TypeError(f"model_path must be a str, got {type(model_path).__name__}")
+            raise InvalidArgumentTypeError(f"model_path must be a str, got {type(model_path).__name__}")
         if model_config is not None and (not isinstance(model_config, Mapping) or "model_type" not in model_config):
-            raise ValueError(f"model_config must be a dict with a 'model_type' key, got {model_config!r}")
-        _check_positive("lr", lr)
-        _check_positive("weight_decay", weight_decay, allow_zero=True)
-        _check_positive("max_new_tokens", max_new_tokens, integer=True)
+            raise InvalidArgumentError(f"model_config must be a dict with a 'model_type' key, got {model_config!r}")
+        check_positive("lr", lr)
+        check_non_negative("weight_decay", weight_decay)
+        check_int("max_new_tokens", max_new_tokens, minimum=1)
         self.model_path = model_path
         self.model_config = dict(model_config) if model_config is not None else None
         self.lr = lr
@@ -152,9 +151,13 @@ class _SIABase(pl.LightningModule):
     def _sharded(self) -> bool:
         return self.model is not None and is_sharded(self.model)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    @override
+    def optimizer_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def on_fit_end(self) -> None:
         if self.export_dir is None:
@@ -186,7 +189,22 @@ class _SIABase(pl.LightningModule):
         refusal = self.datamodule.refusal_ids
         return torch.tensor([float(o[: len(refusal)] == refusal) for o in outputs])
 
-    def validation_step(self, batch: list[dict[str, Any]], batch_idx: int) -> None:
+    @override
+    def validation_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, batch_idx, "val")
+
+    @override
+    def test_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, batch_idx, "test")
+
+    @override
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int, dataloader_idx: int = 0) -> list[list[int]]:
+        """Greedy answers (token ids, at most ``max_new_tokens``) to the records' prompts."""
+        with gathered_parameters(self.model):
+            return self._generate([r["prompt_ids"] for r in batch])
+
+    def _evaluation_step(self, batch: list[dict[str, Any]], batch_idx: int, stage: str) -> None:
+        # The attacks' random starts are seeded by the batch index (hence not evaluation_step).
         # Generation and the attacks run as many forwards as this rank's records need; on a
         # sharded model that is only safe on gathered weights (no-op on one device).
         with gathered_parameters(self.model):
@@ -198,7 +216,7 @@ class _SIABase(pl.LightningModule):
             # sync_dist the sums and counts are added over ranks. A rank lacking a kind in this
             # batch logs it with weight 0, so every rank reduces the same metrics.
             mean = values.mean() if len(values) else torch.zeros(())
-            self.log(f"val/{name}", mean.to(self.device), on_step=False, on_epoch=True, batch_size=len(values),
+            self.log(f"{stage}/{name}", mean.to(self.device), on_step=False, on_epoch=True, batch_size=len(values),
                      sync_dist=distributed)
 
     def _metric_names(self) -> tuple[str, ...]:
@@ -263,7 +281,7 @@ class SIAInject(_SIABase):
     ) -> None:
         super().__init__(model_path, model_config, lr, weight_decay, max_new_tokens, export_dir, seed)
         if insert_every is not None:
-            _check_positive("insert_every", insert_every, integer=True)
+            check_int("insert_every", insert_every, minimum=1)
         self.save_hyperparameters()
         self.insert_every = insert_every
         self.zero_init = zero_init
@@ -338,21 +356,21 @@ class SIAAlign(_SIABase):
         super().__init__(model_path, model_config, lr, weight_decay, max_new_tokens, export_dir, seed)
         weights = {task: 1.0 for task in TASKS} if task_weights is None else dict(task_weights)
         unknown = sorted(set(weights) - set(TASKS))
-        if unknown or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in weights.values()):
-            raise ValueError(f"task_weights must map tasks {TASKS} to numbers >= 0, got {task_weights!r}")
+        if unknown:
+            raise InvalidArgumentError(f"task_weights must map tasks {TASKS} to numbers >= 0, got {task_weights!r}")
+        for task, weight in weights.items():
+            check_non_negative(f"task_weights[{task!r}]", weight)
         if not sum(weights.get(t, 0.0) for t in TASKS) > 0:
-            raise ValueError(f"task_weights must give some task a positive weight, got {task_weights!r}")
-        if not 0.0 <= adv_weight <= 1.0:
-            raise ValueError(f"adv_weight must be in [0, 1], got {adv_weight!r}")
-        if not 0.0 <= suffix_prob <= 1.0:
-            raise ValueError(f"suffix_prob must be in [0, 1], got {suffix_prob!r}")
-        _check_positive("adv_eps", adv_eps, allow_zero=True)
-        _check_positive("adv_alpha", adv_alpha)
-        _check_positive("eval_alpha", eval_alpha)
+            raise InvalidArgumentError(f"task_weights must give some task a positive weight, got {task_weights!r}")
+        check_probability("adv_weight", adv_weight)
+        check_probability("suffix_prob", suffix_prob)
+        check_number("adv_eps", adv_eps, 0.0)
+        check_positive("adv_alpha", adv_alpha)
+        check_positive("eval_alpha", eval_alpha)
         for name, value in (("adv_steps", adv_steps), ("eval_steps", eval_steps)):
-            _check_positive(name, value, integer=True, allow_zero=True)
+            check_int(name, value, minimum=0)
         for name, value in (("suffix_len", suffix_len), ("suffix_candidates", suffix_candidates)):
-            _check_positive(name, value, integer=True)
+            check_int(name, value, minimum=1)
         self.save_hyperparameters()
         self.task_weights = [float(weights.get(t, 0.0)) for t in TASKS]
         self.adv_weight = adv_weight
@@ -390,11 +408,14 @@ class SIAAlign(_SIABase):
     def _attacked_deltas(self, records: list[dict[str, Any]], generator: torch.Generator) -> list[Tensor]:
         refusal = self.datamodule.refusal_ids + [self.datamodule.tokenizer.eos_token_id]
         samples = [{"prompt_ids": r["prompt_ids"], "response_ids": refusal} for r in records]
-        batch = {k: v.to(self.device) for k, v in collate_sft(samples, self.datamodule.tokenizer.pad_token_id).items()}
-        eps = self._eps()
-        delta = embedding_pgd(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                              batch["prompt_mask"], eps=eps, alpha=self.eval_alpha * eps, steps=self.eval_steps,
-                              generator=generator)
+        # trainer.validate/test run under inference_mode (fit's validation does not): the attack's
+        # inputs must be normal tensors to enter its graph.
+        with torch.inference_mode(False):
+            batch = {k: v.to(self.device) for k, v in collate_sft(samples, self.datamodule.tokenizer.pad_token_id).items()}
+            eps = self._eps()
+            delta = embedding_pgd(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                  batch["prompt_mask"], eps=eps, alpha=self.eval_alpha * eps, steps=self.eval_steps,
+                                  generator=generator)
         return [delta[i, : len(r["prompt_ids"])] for i, r in enumerate(records)]
 
     def _augment_suffix(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:

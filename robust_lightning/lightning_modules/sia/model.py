@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.core import attack_mode, pgd
 from robust_lightning.datamodules.text import build_word_tokenizer as _word_tokenizer
 
@@ -125,8 +126,7 @@ def depth_upscale(model: nn.Module, insert_every: int = 1, zero_init: bool = Tru
     Returns:
         Indices of the inserted layers in the new layer list.
     """
-    if isinstance(insert_every, bool) or not isinstance(insert_every, int) or insert_every < 1:
-        raise ValueError(f"insert_every must be an int >= 1, got {insert_every!r}")
+    check_int_at_least("insert_every", insert_every, 1)
     layers = decoder_layers(model)
     old = list(layers)
     if insert_every > len(old):

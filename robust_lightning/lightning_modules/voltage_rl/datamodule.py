@@ -11,12 +11,12 @@ those days as whole episodes, clean and under the observation attack.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from robust_lightning._validation import check_int_at_least
 from robust_lightning.envs.volt_var import (
     DEFAULT_PV_BUSES,
     POWER_FLOWS,
@@ -40,12 +40,6 @@ class _UpdateIndices(IterableDataset):
 
     def __len__(self) -> int:
         return self.n
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 class VoltVarDataModule(pl.LightningDataModule):
@@ -95,11 +89,10 @@ class VoltVarDataModule(pl.LightningDataModule):
         for name, value in (("num_envs", num_envs), ("num_train_days", num_train_days), ("num_val_days", num_val_days),
                             ("num_test_days", num_test_days), ("eval_days_per_batch", eval_days_per_batch),
                             ("steps_per_epoch", steps_per_epoch)):
-            _positive_int(name, value)
+            check_int_at_least(name, value, 1)
         if eval_power_flow not in POWER_FLOWS:
             raise ValueError(f"eval_power_flow must be one of {POWER_FLOWS}, got {eval_power_flow!r}")
-        if isinstance(env_seed, bool) or not isinstance(env_seed, int) or env_seed < 0:
-            raise ValueError(f"env_seed must be an int >= 0, got {env_seed!r}")
+        check_int_at_least("env_seed", env_seed, 0)
         self.save_hyperparameters()
         self.grid_kwargs = {"pv_buses": tuple(int(b) for b in pv_buses), "pv_capacity_mw": pv_capacity_mw,
                             "inverter_oversize": inverter_oversize, "load_scale": load_scale,

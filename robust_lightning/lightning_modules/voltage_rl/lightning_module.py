@@ -28,19 +28,27 @@ own learning rates), so one training step is one optimizer step. Validation/test
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
+from typing_extensions import override
 
+from robust_lightning._validation import (
+    check_choice,
+    check_int_at_least,
+    check_non_negative_int,
+    check_number,
+    is_int,
+)
 from robust_lightning.attacks.core import eps_tag, parse_budget
 from robust_lightning.envs.volt_var import VoltVarVectorEnv, run_episodes
+from robust_lightning.errors import InvalidArgumentError
+from robust_lightning.lightning_modules.base import RobustMethod
 from robust_lightning.lightning_modules.voltage_rl.model import (
     ATTACK_OBJECTIVES,
     Actor,
@@ -57,26 +65,7 @@ EPS_SCHEDULES: tuple[str, ...] = ("constant", "linear", "adaptive")
 ADV_SELECTIONS: tuple[str, ...] = ("random", "impact")
 
 
-def _default_optimizer(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params)
-
-
-def _number(name: str, value: Any, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-class VoltVarTD3(pl.LightningModule):
+class VoltVarTD3(RobustMethod):
     """TD3 agent for :class:`~robust_lightning.lightning_modules.voltage_rl.VoltVarDataModule`.
 
     Args:
@@ -116,7 +105,8 @@ class VoltVarTD3(pl.LightningModule):
         eval_attack_steps: PGD steps of the evaluation attacks.
         eval_attack_objective: objective of the evaluation attacks.
         seed: seed of exploration noise, replay sampling and attack random starts.
-        optimizer: callable building the optimizer from the two parameter groups (Adam).
+        optimizer: callable building the optimizer from the two parameter groups (``None``: Adam
+            with its defaults; each group sets its own learning rate).
         obs_dim: observation size; ``None`` takes it from the DataModule at ``setup`` (checkpoints
             record it, so ``load_from_checkpoint`` rebuilds the networks without data).
         act_dim: action size (number of inverters); ``None``: from the DataModule.
@@ -159,54 +149,49 @@ class VoltVarTD3(pl.LightningModule):
         eval_attack_steps: int = 10,
         eval_attack_objective: AttackObjective = "action",
         seed: int = 0,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         obs_dim: int | None = None,
         act_dim: int | None = None,
         measurement_dim: int | None = None,
     ) -> None:
-        super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if eps_schedule not in EPS_SCHEDULES:
-            raise ValueError(f"eps_schedule must be one of {EPS_SCHEDULES}, got {eps_schedule!r}")
-        if adv_selection not in ADV_SELECTIONS:
-            raise ValueError(f"adv_selection must be one of {ADV_SELECTIONS}, got {adv_selection!r}")
+        super().__init__(optimizer)
+        check_choice("method", method, METHODS)
+        check_choice("eps_schedule", eps_schedule, EPS_SCHEDULES)
+        check_choice("adv_selection", adv_selection, ADV_SELECTIONS)
         for name, value in (("adv_objective", adv_objective), ("eval_attack_objective", eval_attack_objective)):
-            if value not in ATTACK_OBJECTIVES:
-                raise ValueError(f"{name} must be one of {ATTACK_OBJECTIVES}, got {value!r}")
+            check_choice(name, value, ATTACK_OBJECTIVES)
         if isinstance(hidden, (str, bytes)) or not hidden or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-            raise ValueError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
-        self.actor_lr = _number("actor_lr", actor_lr, low_open=True)
-        self.critic_lr = _number("critic_lr", critic_lr, low_open=True)
-        self.gamma = _number("gamma", gamma, high=1.0)
-        self.tau = _number("tau", tau, high=1.0, low_open=True)
-        self.policy_delay = _int("policy_delay", policy_delay, 1)
-        self.target_noise = _number("target_noise", target_noise)
-        self.target_noise_clip = _number("target_noise_clip", target_noise_clip)
-        self.exploration_noise = _number("exploration_noise", exploration_noise)
-        self.batch_size = _int("batch_size", batch_size, 1)
-        self.buffer_size = _int("buffer_size", buffer_size, 1)
-        self.warmup_transitions = _int("warmup_transitions", warmup_transitions, 0)
-        self.env_steps_per_update = _int("env_steps_per_update", env_steps_per_update, 1)
-        self.adv_eps = _number("adv_eps", parse_budget(adv_eps, "adv_eps"))
-        self.adv_steps = _int("adv_steps", adv_steps, 1)
-        self.adv_fraction = _number("adv_fraction", adv_fraction, high=1.0)
-        self.smoothness_weight = _number("smoothness_weight", smoothness_weight)
-        self.eps_ramp_updates = _int("eps_ramp_updates", eps_ramp_updates, 1)
-        self.eps_min = _number("eps_min", parse_budget(eps_min, "eps_min"))
+                is_int(h) and h > 0 for h in hidden):
+            raise InvalidArgumentError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
+        self.actor_lr = check_number("actor_lr", actor_lr, 0.0, low_open=True)
+        self.critic_lr = check_number("critic_lr", critic_lr, 0.0, low_open=True)
+        self.gamma = check_number("gamma", gamma, 0.0, high=1.0)
+        self.tau = check_number("tau", tau, 0.0, high=1.0, low_open=True)
+        self.policy_delay = check_int_at_least("policy_delay", policy_delay, 1)
+        self.target_noise = check_number("target_noise", target_noise, 0.0)
+        self.target_noise_clip = check_number("target_noise_clip", target_noise_clip, 0.0)
+        self.exploration_noise = check_number("exploration_noise", exploration_noise, 0.0)
+        self.batch_size = check_int_at_least("batch_size", batch_size, 1)
+        self.buffer_size = check_int_at_least("buffer_size", buffer_size, 1)
+        self.warmup_transitions = check_int_at_least("warmup_transitions", warmup_transitions, 0)
+        self.env_steps_per_update = check_int_at_least("env_steps_per_update", env_steps_per_update, 1)
+        self.adv_eps = check_number("adv_eps", parse_budget(adv_eps, "adv_eps"), 0.0)
+        self.adv_steps = check_int_at_least("adv_steps", adv_steps, 1)
+        self.adv_fraction = check_number("adv_fraction", adv_fraction, 0.0, high=1.0)
+        self.smoothness_weight = check_number("smoothness_weight", smoothness_weight, 0.0)
+        self.eps_ramp_updates = check_int_at_least("eps_ramp_updates", eps_ramp_updates, 1)
+        self.eps_min = check_number("eps_min", parse_budget(eps_min, "eps_min"), 0.0)
         if eps_schedule == "adaptive" and self.eps_min > self.adv_eps:
             raise ValueError(f"eps_min={self.eps_min} must be <= adv_eps={self.adv_eps} for the adaptive schedule")
-        self.impact_target = _number("impact_target", impact_target, low_open=True)
-        self.eps_adapt_rate = _number("eps_adapt_rate", eps_adapt_rate, high=1.0, low_open=True)
-        self.rollout_attack_prob = _number("rollout_attack_prob", rollout_attack_prob, high=1.0)
+        self.impact_target = check_number("impact_target", impact_target, 0.0, low_open=True)
+        self.eps_adapt_rate = check_number("eps_adapt_rate", eps_adapt_rate, 0.0, high=1.0, low_open=True)
+        self.rollout_attack_prob = check_number("rollout_attack_prob", rollout_attack_prob, 0.0, high=1.0)
         if isinstance(eval_attack_eps, (str, bytes)):
-            raise ValueError(f"eval_attack_eps must be a list of budgets, got {eval_attack_eps!r}")
-        self.eval_attack_eps = [_number("eval_attack_eps", parse_budget(e, "eval_attack_eps"), low_open=True)
+            raise InvalidArgumentError(f"eval_attack_eps must be a list of budgets, got {eval_attack_eps!r}")
+        self.eval_attack_eps = [check_number("eval_attack_eps", parse_budget(e, "eval_attack_eps"), 0.0, low_open=True)
                                 for e in eval_attack_eps]
-        self.eval_attack_steps = _int("eval_attack_steps", eval_attack_steps, 1)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        self.eval_attack_steps = check_int_at_least("eval_attack_steps", eval_attack_steps, 1)
+        check_non_negative_int("seed", seed)
         # The callable is rebuilt from the config, not pickled into checkpoints.
         self.save_hyperparameters(ignore=["optimizer"])
         self.method = method
@@ -216,7 +201,6 @@ class VoltVarTD3(pl.LightningModule):
         self.eps_schedule = eps_schedule
         self.eval_attack_objective = eval_attack_objective
         self.seed = seed
-        self.optimizer_factory = optimizer
         # Networks need the environment's sizes: built now when given (load_from_checkpoint
         # passes the recorded ones), else in setup() from the DataModule.
         self.actor: Actor | None = None
@@ -228,8 +212,8 @@ class VoltVarTD3(pl.LightningModule):
         if any(d is not None for d in dims):
             if any(d is None for d in dims):
                 raise ValueError(f"obs_dim, act_dim and measurement_dim must be given together, got {dims}")
-            self.build_networks(_int("obs_dim", obs_dim, 1), _int("act_dim", act_dim, 1),
-                                _int("measurement_dim", measurement_dim, 1))
+            self.build_networks(check_int_at_least("obs_dim", obs_dim, 1), check_int_at_least("act_dim", act_dim, 1),
+                                check_int_at_least("measurement_dim", measurement_dim, 1))
         # Current training budget (a buffer so checkpoints resume the schedule).
         start = self.eps_min if eps_schedule == "adaptive" else (0.0 if eps_schedule == "linear" else self.adv_eps)
         self.register_buffer("current_eps", torch.tensor(start))
@@ -270,6 +254,8 @@ class VoltVarTD3(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "make_env"):
+            if stage == "predict" and self.actor is not None:
+                return  # a built (e.g. restored) agent acts on the observations it is given
             raise TypeError("VoltVarTD3 needs a VoltVarDataModule (or a DataModule with make_env/obs_dim/act_dim)")
         self.build_networks(datamodule.obs_dim, datamodule.act_dim, datamodule.measurement_dim)
 
@@ -425,12 +411,18 @@ class VoltVarTD3(pl.LightningModule):
                 for p, p_target in zip(net.parameters(), target.parameters()):
                     p_target.lerp_(p, self.tau)
 
-    def configure_optimizers(self) -> Any:
+    @override
+    def default_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params)
+
+    @override
+    def optimizer_parameters(self) -> list[dict[str, Any]]:
+        # Two groups, one optimizer: one training step is one optimizer step.
         assert self.actor is not None and self.critic is not None
-        return self.optimizer_factory([
+        return [
             {"params": list(self.actor.parameters()), "lr": self.actor_lr},
             {"params": list(self.critic.parameters()), "lr": self.critic_lr},
-        ])
+        ]
 
     # -- evaluation ------------------------------------------------------------------------
     def attack_tags(self) -> list[tuple[str, float]]:
@@ -470,15 +462,17 @@ class VoltVarTD3(pl.LightningModule):
             for key, value in stats.items():
                 self.log(f"{stage}/robust_{key}/{name}", value, batch_size=n)
 
-    def on_validation_epoch_start(self) -> None:
+    @override
+    def on_evaluation_epoch_start(self, stage: str) -> None:
         # Same attack random starts every evaluation: epochs are compared on equal terms.
         self._eval_generator.manual_seed(self.seed + 1)
 
-    def on_test_epoch_start(self) -> None:
-        self._eval_generator.manual_seed(self.seed + 1)
+    @override
+    def evaluation_step(self, batch: Tensor, stage: str, dataloader_idx: int = 0) -> None:
+        """Runs the batch's days (clean and under each evaluation attack) and logs their metrics."""
+        self._evaluate(batch, stage)
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    @override
+    def predict_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Deterministic actions ``(B, act_dim)`` in ``[-1, 1]`` for observations ``(B, obs_dim)`` in ``[0, 1]``."""
+        return self(batch)

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_int_at_least
 from robust_lightning.attacks.core import attack_mode, pgd
 from robust_lightning.nn.layers import mlp
 
@@ -67,8 +68,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+        check_int_at_least("capacity", capacity, 1)
         self.capacity = capacity
         self.obs = torch.zeros(capacity, obs_dim, device=device)
         self.action = torch.zeros(capacity, act_dim, device=device)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from robust_lightning import LastCheckpoint
 from robust_lightning.cli import main
 from tests.data.cifar10 import write_fake_cifar10
 
@@ -48,7 +49,8 @@ def test_train_best_checkpoint_loads_with_weights_only(tmp_path: Path, monkeypat
     cli = main(["fit", "--config", str(TRAIN_BEST), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                 "--trainer.limit_val_batches=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
                 "--trainer.logger=false"])
-    checkpoint = torch.load(Path(cli.trainer.checkpoint_callback.last_model_path), weights_only=True)
+    last = next(c for c in cli.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
+    checkpoint = torch.load(Path(last.last_model_path), weights_only=True)
     assert checkpoint["hyper_parameters"]["genotype"]["features"][0]["type"] == "conv"
 
 

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from robust_lightning.errors import PrerequisiteError
 from robust_lightning.lightning_modules.sia import (
     SIAAlign,
     SIADataModule,
@@ -225,7 +226,7 @@ def test_datamodule_rejects_bad_arguments(tmp_path: Path) -> None:
         SIADataModule(batch_size=0)
     with pytest.raises(ValueError, match="data_dir"):
         SIADataModule(synthesize=False).setup()  # constructor already refuses: no data_dir, no synthesis
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(PrerequisiteError, match="lacks"):
         SIADataModule(data_dir=str(tmp_path), synthesize=False).setup()
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robust_lightning import APGD, PGD, apgd
-from robust_lightning.attacks.apgd import dlr_loss, targeted_dlr_loss
+from robust_lightning.attacks.autopgd import dlr_loss, targeted_dlr_loss
 from tests.data.trained import digits_tensors, trained_digits_model
 
 EPS = 0.05

@@ -221,15 +221,13 @@ def _apgd(
                 checked = True
             return loss, success
 
-        best_x, best_loss, done = None, None, None
-        for restart in range(n_restarts):
-            # Without a random start the first run begins at x (Algorithm 1 allows any x0 in
-            # the ball); restarts are random either way, or they would repeat the first run.
+        # Without a random start the first run begins at x (Algorithm 1 allows any x0 in the
+        # ball); restarts are random either way, or they would repeat the first run.
+        best_x, best_loss, done = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator,
+                                            random_start=random_start)
+        for _ in range(1, n_restarts):
             x_run, loss_run, found = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator,
-                                               random_start=random_start or restart > 0)
-            if best_x is None:
-                best_x, best_loss, done = x_run, loss_run, found
-                continue
+                                               random_start=True)
             # A restart replaces a sample's result if it fooled the model where earlier runs had
             # not, or (no success either way) reached a higher loss.
             better = (found & ~done) | (~done & ~found & (loss_run > best_loss))
