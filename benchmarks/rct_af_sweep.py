@@ -191,7 +191,7 @@ def plot(summary: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     panels = (("clean_acc", "clean accuracy"), ("pgd10_acc", "PGD-10 accuracy"),
               ("hessian_adv", "normalised Hessian-diag norm, adversarial CE\n(ReLU: autograd misses its kinks)"))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, label) in zip(axes, panels):
+    for ax, (metric, label) in zip(axes, panels, strict=False):
         if curve:
             ax.errorbar(kappas, [s[f"{metric}_mean"] for s in curve], yerr=[s[f"{metric}_std"] for s in curve],
                         marker="o", capsize=3, label="curvature-set SiLU family")

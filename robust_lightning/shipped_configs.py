@@ -61,7 +61,7 @@ EXTRA_BY_PACKAGE: dict[str, str] = {
 }
 
 #: Arguments that name an input a previous run writes (checked to exist before a run).
-INPUT_PATH_KEYS = ("victim_path", "model_path", "tokenizer_path", "surrogate_checkpoint")
+INPUT_PATH_KEYS = ("victim_path", "model_path", "tokenizer_path", "surrogate_checkpoint", "teacher_checkpoint")
 #: Arguments that name what a run writes (matched against other configs' inputs).
 OUTPUT_DIR_KEYS = ("export_dir",)
 

@@ -39,7 +39,7 @@ def test_adversarial_training_and_evaluation_under_ddp_spawn(tmp_path: Path) -> 
 def _validate_digits(devices: int, tmp_path: Path) -> dict[str, float]:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from robust_lightning import APGD
+    from robust_lightning import APGD, AutoAttack
     from tests.data.trained import digits_tensors, trained_digits_model
 
     # A deterministic evaluation: no random start, a fixed model, the same 128 samples (even
@@ -48,6 +48,10 @@ def _validate_digits(devices: int, tmp_path: Path) -> dict[str, float]:
     x, y = digits_tensors("test")
     loader = DataLoader(TensorDataset(x[:128], y[:128]), batch_size=16)
     attacks = [PGD(eps=0.05, alpha=0.0125, steps=5, random_start=False), APGD(eps=0.05, steps=5, random_start=False)]
+    # An AutoAttack entry (deterministic members) is sharded and reduced like any other attack.
+    attacks.append(AutoAttack(eps=0.05, members=[
+        ("apgd-ce", APGD(eps=0.05, steps=5, random_start=False)),
+        ("apgd-dlr", APGD(eps=0.05, steps=5, loss="dlr", random_start=False))]))
     # worst_case: ranks hold different numbers of still-robust samples after the first attack.
     callback = RobustnessEvaluation(attacks, worst_case=True)
     strategy = "ddp_spawn" if devices > 1 else "auto"
@@ -64,7 +68,7 @@ def test_two_process_robust_accuracy_equals_one_process(tmp_path: Path) -> None:
     one = _validate_digits(1, tmp_path)
     two = _validate_digits(2, tmp_path)
     keys = [k for k in one if k.startswith("val/robust_acc/")]
-    assert len(keys) == 4, keys  # clean, pgd, apgd, worst case
+    assert len(keys) == 5, keys  # clean, pgd, apgd, autoattack, worst case
     for key in keys:
         assert two[key] == pytest.approx(one[key], abs=1e-6), (key, one[key], two[key])
     assert 0.0 < one["val/robust_acc/worst_case_linf_eps0.05"] < one["val/robust_acc/clean"]

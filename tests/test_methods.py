@@ -75,6 +75,7 @@ CASES: dict[str, Case] = {
     "nup": Case("nup/digits_conjmask.yaml"),
     "sia": Case("sia/align.yaml", builds_from_data=True),
     "sharpening": Case("sharpening/digits_transfer.yaml"),
+    "soft_dimo": Case("soft_dimo/soft_dimo.yaml"),
 }
 
 

@@ -80,7 +80,7 @@ def test_split_batch_ordered_dict(xy):
 @pytest.mark.parametrize("keys", [("img", "label"), ("image", "cls"), ("a", "b"), ()])
 def test_split_batch_dict_without_supported_keys_names_the_keys(xy, keys):
     x, y = xy
-    batch = dict(zip(keys, (x, y)))
+    batch = dict(zip(keys, (x, y), strict=False))
     with pytest.raises(TypeError, match="attack_inputs") as info:
         split_batch(batch)
     for key in keys:

@@ -105,7 +105,7 @@ def _run(root: str | Path, seed: int, adversarial: bool, data_seed: int, cfg: di
             warnings.filterwarnings("ignore", message=".*(espeak|does not have many workers|SpearmanCorrcoef).*")
             trainer.fit(model, datamodule)
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=False):
             logger.setLevel(level)
     test = model.encode(datamodule.test_dataloader())
     train = model.encode(datamodule.train_dataloader())

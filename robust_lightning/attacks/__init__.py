@@ -5,6 +5,7 @@ Module names never equal the function names they define (``autopgd.apgd``, ``fab
 ``square.square_attack``), so ``import robust_lightning.attacks.<module>`` always yields the module.
 """
 
+from robust_lightning.attacks.autoattack import AutoAttack, AutoAttackResult
 from robust_lightning.attacks.autopgd import APGD, apgd, dlr_loss, targeted_dlr_loss
 from robust_lightning.attacks.base import FGSM, NFGSM, PGD, Attack
 from robust_lightning.attacks.constrained import (
@@ -19,7 +20,9 @@ from robust_lightning.attacks.detection import (
     split_detection_losses,
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
+from robust_lightning.attacks.fast import EarlyStoppedPGD, gradient_alignment_penalty
 from robust_lightning.attacks.ensemble import worst_case_robustness
+from robust_lightning.attacks.external import ExternalAttack
 from robust_lightning.attacks.fab import FAB, FABResult, fab_attack, robust_accuracy_at_radii
 from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.attacks.square import Square, square_attack
@@ -45,9 +48,13 @@ __all__ = [
     "AddSentPoisoner",
     "Attack",
     "AttackEngine",
+    "AutoAttack",
+    "AutoAttackResult",
     "BadNetsPoisoner",
     "ConstrainedPGD",
     "DetectionAttack",
+    "EarlyStoppedPGD",
+    "ExternalAttack",
     "FABResult",
     "FlowConstraints",
     "Square",
@@ -63,6 +70,7 @@ __all__ = [
     "eps_tag",
     "fab_attack",
     "fgsm",
+    "gradient_alignment_penalty",
     "load_surrogate",
     "parse_budget",
     "pgd",

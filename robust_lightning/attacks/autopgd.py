@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,9 @@ __all__ = ["APGD", "apgd", "dlr_loss", "targeted_dlr_loss"]
 ApgdLoss = Literal["ce", "dlr", "dlr_targeted"]
 # An objective returns the per-sample loss and, when it can tell, which samples are already
 # misclassified (adversarial); the classification objectives compute both from one forward.
-Objective = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+# ``index`` is ``None`` (the whole batch) or the batch positions ``point`` holds, so objectives
+# that know per-sample targets can follow a run that only still works on some samples.
+Objective = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 
 MOMENTUM = 0.75
 RHO = 0.75
@@ -117,20 +119,34 @@ def _apgd_run(
     hi: float,
     generator: torch.Generator | None,
     random_start: bool = True,
+    eot_samples: int = 1,
+    early_stop: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One APGD run; returns (max-loss point, its loss, first-found adversarial point or NaN mask)."""
+    """One APGD run; returns (output point, its best loss, whether the sample was fooled).
+
+    The output is the first misclassifying iterate of a fooled sample, else the max-loss point.
+    ``eot_samples > 1`` averages the input gradient over that many forward/backward passes
+    (Expectation over Transformation for randomised models, as ``eot_iter`` in fra31/auto-attack
+    ``autopgd_base.py``). With ``early_stop`` (and an objective that reports success), a sample
+    stops being computed once fooled: its output is already fixed and every piece of APGD state
+    is per sample, so the result is the one of the full-batch run, at a fraction of the passes.
+    """
     batch = x.shape[0]
     view = (batch, *([1] * (x.dim() - 1)))
 
-    def loss_and_grad(point: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def loss_and_grad(point: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         point = point.detach().requires_grad_(True)
-        loss, success = objective(point)
-        (grad,) = torch.autograd.grad(loss.sum(), point)
+        grad_sum = None
+        for _ in range(eot_samples):
+            loss, success = objective(point, index)
+            (grad,) = torch.autograd.grad(loss.sum(), point)
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+        grad = grad_sum if eot_samples == 1 else grad_sum / eot_samples
         return loss.detach().float(), grad.detach(), None if success is None else success.detach()
 
     start = _random_start(x, eps_b, norm, generator) if random_start else x
     x_adv = _project(start, x, eps_b, norm, lo, hi)
-    loss, grad, success = loss_and_grad(x_adv)
+    loss, grad, success = loss_and_grad(x_adv, None)
     found = torch.zeros(batch, dtype=torch.bool, device=x.device)
     x_found = x_adv.clone()
     if success is not None:
@@ -148,18 +164,42 @@ def _apgd_run(
     loss_best_last_check = loss_best.clone()
     reduced_last_check = torch.ones(batch, dtype=torch.bool, device=x.device)
 
+    knows_success = success is not None
     for iteration in range(steps):
         momentum = 1.0 if iteration == 0 else MOMENTUM
-        direction = _step_direction(grad, norm)
-        z = _project(x_adv + step_size * direction, x, eps_b, norm, lo, hi)
-        x_next = _project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev),
-                          x, eps_b, norm, lo, hi)
-        x_prev, x_adv = x_adv, x_next
-        loss, grad, success = loss_and_grad(x_adv)
-        if success is not None:
-            newly = success & ~found
-            x_found[newly] = x_adv[newly]
-            found |= success
+        index = None
+        if early_stop and knows_success and bool(found.any()):
+            index = (~found).nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+        if index is None:
+            direction = _step_direction(grad, norm)
+            z = _project(x_adv + step_size * direction, x, eps_b, norm, lo, hi)
+            x_next = _project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev),
+                              x, eps_b, norm, lo, hi)
+            x_prev, x_adv = x_adv, x_next
+            loss, grad, success = loss_and_grad(x_adv, None)
+            if success is not None:
+                newly = success & ~found
+                x_found[newly] = x_adv[newly]
+                found |= success
+        else:
+            # Only the samples not fooled yet; fooled ones keep their (unused) state, so their
+            # loss equals loss_prev and nothing below changes what they return.
+            x_sub, eps_sub, adv_sub = x[index], eps_b[index], x_adv[index]
+            z = _project(adv_sub + step_size[index] * _step_direction(grad[index], norm), x_sub, eps_sub,
+                         norm, lo, hi)
+            next_sub = _project(adv_sub + momentum * (z - adv_sub) + (1 - momentum) * (adv_sub - x_prev[index]),
+                                x_sub, eps_sub, norm, lo, hi)
+            x_prev[index] = adv_sub
+            x_adv[index] = next_sub
+            loss_sub, grad_sub, success_sub = loss_and_grad(next_sub, index)
+            loss = loss_prev.clone()
+            loss[index] = loss_sub
+            grad[index] = grad_sub
+            newly = index[success_sub]
+            x_found[newly] = next_sub[success_sub]
+            found[newly] = True
         increases += (loss > loss_prev).float()
         loss_prev = loss
         improved = loss > loss_best
@@ -194,6 +234,8 @@ def _apgd(
     bounds: Bounds,
     generator: torch.Generator | None,
     random_start: bool = True,
+    eot_samples: int = 1,
+    early_stop: bool = True,
 ) -> Tensor:
     lo, hi = _check_bounds(bounds)
     if norm not in ("linf", "l2"):
@@ -202,6 +244,7 @@ def _apgd(
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if isinstance(n_restarts, bool) or not isinstance(n_restarts, int) or n_restarts < 1:
         raise ValueError(f"n_restarts must be an int >= 1, got {n_restarts!r}")
+    _check_eot_samples(eot_samples)
     _check_inputs(x, lo, hi)
     eps_t = _check_eps(eps, x)
     with torch.inference_mode(False), torch.enable_grad():
@@ -213,9 +256,9 @@ def _apgd(
             eps_b = eps_b.expand(x.shape[0]).reshape(-1, *([1] * (x.dim() - 1)))
         checked = False
 
-        def checked_objective(point: Tensor) -> tuple[Tensor, Tensor | None]:
+        def checked_objective(point: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor | None]:
             nonlocal checked
-            loss, success = objective(point)
+            loss, success = objective(point, index)
             if not checked:
                 _evaluate_loss(lambda _: loss, point, point.shape[0], check=True)
                 checked = True
@@ -224,10 +267,26 @@ def _apgd(
         # Without a random start the first run begins at x (Algorithm 1 allows any x0 in the
         # ball); restarts are random either way, or they would repeat the first run.
         best_x, best_loss, done = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator,
-                                            random_start=random_start)
+                                            random_start, eot_samples, early_stop)
         for _ in range(1, n_restarts):
+            if early_stop and bool(done.any()):
+                # As fra31/auto-attack ``APGDAttack.perturb``: restarts attack only the samples
+                # no earlier run fooled.
+                todo = (~done).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+
+                def sub_objective(point: Tensor, index: Tensor | None, todo: Tensor = todo) -> Any:
+                    return checked_objective(point, todo if index is None else todo[index])
+
+                x_run, loss_run, found = _apgd_run(sub_objective, x[todo], eps_b[todo], steps, norm, lo, hi,
+                                                   generator, True, eot_samples, early_stop)
+                better = found | (~found & (loss_run > best_loss[todo]))
+                best_x[todo[better]], best_loss[todo[better]] = x_run[better], loss_run[better]
+                done[todo[found]] = True
+                continue
             x_run, loss_run, found = _apgd_run(checked_objective, x, eps_b, steps, norm, lo, hi, generator,
-                                               random_start=True)
+                                               True, eot_samples, early_stop)
             # A restart replaces a sample's result if it fooled the model where earlier runs had
             # not, or (no success either way) reached a higher loss.
             better = (found & ~done) | (~done & ~found & (loss_run > best_loss))
@@ -254,8 +313,13 @@ def apgd(
     Returns, per sample, the iterate with the highest loss over all restarts. With
     ``random_start=False`` the first run starts at ``x`` (deterministic evaluations).
     """
-    return _apgd(lambda point: (loss_fn(point), None), x, eps, steps, norm, n_restarts, bounds, generator,
-                 random_start)
+    return _apgd(lambda point, index: (loss_fn(point), None), x, eps, steps, norm, n_restarts, bounds,
+                 generator, random_start)
+
+
+def _check_eot_samples(eot_samples: int) -> None:
+    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
+        raise ValueError(f"eot_samples must be an int >= 1, got {eot_samples!r}")
 
 
 class APGD(Attack):
@@ -278,6 +342,11 @@ class APGD(Attack):
         random_start: start the first run at a random point of the ball (AutoAttack does);
             ``False`` starts at the input, which makes the attack deterministic (restarts stay
             random).
+        eot_samples: gradient passes averaged per step (Expectation over Transformation, 20 in
+            AutoAttack's ``rand`` version for randomised defences); 1 for deterministic models.
+        early_stop: on logits (:meth:`perturb_logits`), stop computing a sample once it is
+            fooled and run restarts only on the samples not fooled yet, as AutoAttack does; the
+            returned points are the same, the passes fewer.
         name: metric name override; defaults to ``apgd-ce_linf_eps8`` etc.
     """
 
@@ -291,9 +360,12 @@ class APGD(Attack):
         n_target_classes: int = 9,
         bounds: Bounds = (0.0, 1.0),
         random_start: bool = True,
+        eot_samples: int = 1,
+        early_stop: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
+        _check_eot_samples(eot_samples)
         if not isinstance(random_start, bool):
             raise ValueError(f"random_start must be a bool, got {random_start!r}")
         if loss not in ("ce", "dlr", "dlr_targeted"):
@@ -309,10 +381,13 @@ class APGD(Attack):
         self.loss = loss
         self.n_target_classes = n_target_classes
         self.random_start = random_start
+        self.eot_samples = eot_samples
+        self.early_stop = bool(early_stop)
 
     @property
     def kind(self) -> str:  # type: ignore[override]
-        return {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}[self.loss]
+        base = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}[self.loss]
+        return base if self.eot_samples == 1 else f"{base}-eot{self.eot_samples}"
 
     @property
     def requires_logits(self) -> bool:
@@ -326,9 +401,8 @@ class APGD(Attack):
                 f"APGD with loss={self.loss!r} needs class logits: call "
                 "perturb_logits(logits_fn, x, target), as the robust_lightning callbacks do"
             )
-        return apgd(loss_fn, x, eps=self.eps, steps=self.steps, norm=self.norm,
-                    n_restarts=self.n_restarts, bounds=self.bounds, generator=generator,
-                    random_start=self.random_start)
+        return _apgd(lambda point, index: (loss_fn(point), None), x, self.eps, self.steps, self.norm,
+                     self.n_restarts, self.bounds, generator, self.random_start, self.eot_samples)
 
     def perturb_logits(
         self,
@@ -339,18 +413,21 @@ class APGD(Attack):
     ) -> Tensor:
         """Attack a classifier given its logits function and integer targets."""
 
-        def objective_for(loss_of: Callable[[Tensor], Tensor]) -> Objective:
-            def objective(point: Tensor) -> tuple[Tensor, Tensor]:
+        def objective_for(loss_of: Callable[[Tensor, Tensor], Tensor], target: Tensor) -> Objective:
+            def objective(point: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
                 logits = logits_fn(point)
-                return loss_of(logits), logits.argmax(dim=1) != target
+                t = target if index is None else target[index]
+                return loss_of(logits, t), logits.argmax(dim=1) != t
             return objective
 
-        run = lambda objective: _apgd(objective, x, self.eps, self.steps, self.norm,  # noqa: E731
-                                      self.n_restarts, self.bounds, generator, self.random_start)
+        def run(objective: Objective, points: Tensor) -> Tensor:
+            return _apgd(objective, points, self.eps, self.steps, self.norm, self.n_restarts, self.bounds,
+                         generator, self.random_start, self.eot_samples, self.early_stop)
+
         if self.loss == "ce":
-            return run(objective_for(lambda z: F.cross_entropy(z.float(), target, reduction="none")))
+            return run(objective_for(lambda z, t: F.cross_entropy(z.float(), t, reduction="none"), target), x)
         if self.loss == "dlr":
-            return run(objective_for(lambda z: dlr_loss(z, target)))
+            return run(objective_for(dlr_loss, target), x)
         with torch.no_grad(), torch.inference_mode(False):
             ranked = logits_fn(x.detach().clone()).float().sort(dim=1)[1]
         n_targets = min(self.n_target_classes, ranked.shape[1] - 1)
@@ -362,16 +439,16 @@ class APGD(Attack):
                 break
             target_class = ranked[:, -rank]
             sub = remaining.nonzero().squeeze(1)
-            sub_target, sub_class = target[sub], target_class[sub]
+            sub_class = target_class[sub]
 
-            def objective(point: Tensor, t=sub_target, c=sub_class) -> tuple[Tensor, Tensor]:
+            def objective(point: Tensor, index: Tensor | None, t=target[sub], c=sub_class) -> tuple[Tensor, Tensor]:
                 logits = logits_fn(point)
+                t, c = (t, c) if index is None else (t[index], c[index])
                 return targeted_dlr_loss(logits, t, c), logits.argmax(dim=1) != t
 
-            sub_adv = _apgd(objective, x[sub], self.eps, self.steps, self.norm, self.n_restarts,
-                            self.bounds, generator, self.random_start)
+            sub_adv = run(objective, x[sub])
             with torch.no_grad(), torch.inference_mode(False):
-                sub_fooled = logits_fn(sub_adv).argmax(dim=1) != sub_target
+                sub_fooled = logits_fn(sub_adv).argmax(dim=1) != target[sub]
             x_adv[sub] = sub_adv
             fooled[sub[sub_fooled]] = True
         return x_adv

@@ -175,9 +175,15 @@ class NFGSM(Attack):
 
     Start from ``x + U(-k*eps, k*eps)`` (``k = 2``: noise of magnitude ``2 eps``), take one
     signed-gradient step of size ``alpha = eps`` and clamp to the bounds only: the perturbation
-    is *not* projected back onto the eps-ball, so it can reach ``(k + 1) * eps`` in L-inf (their
-    defaults, as in pdejorge/N-FGSM ``train.py``: ``unif=2*eps``, ``alpha=eps``, no clipping).
-    L-inf only (the paper's setting).
+    is *not* projected back onto the eps-ball, so it can reach ``(k + 1) * eps`` in L-inf.
+
+    Defaults checked against pdejorge/N-FGSM ``train.py``: ``--unif 2.0`` (noise
+    ``U(-2 eps, 2 eps)``), ``--clip -1`` (no projection), ``--alpha 8`` with ``--epsilon 8``, and
+    ``experiments.sh`` sets ``--alpha`` equal to ``--epsilon`` for every CIFAR run (step = eps).
+    As there, the noisy start is clamped to the input range before the gradient is taken
+    (``attack_utils.clamp(eta, lower_limit - X, upper_limit - X)``). One difference: their model
+    stays in train mode while attacked (BatchNorm batch statistics); our callbacks attack in
+    ``model_mode="eval"`` unless told ``"train"``. L-inf only (the paper's setting).
 
     Args:
         eps: nominal radius the noise and step are scaled by.

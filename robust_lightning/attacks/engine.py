@@ -7,8 +7,11 @@ function an attack calls, so the attack algorithms themselves stay unchanged:
 * ``compile``: the attack's loss function is compiled with :func:`torch.compile` once and
   reused; dynamo specialises it per input shape and dtype (``dynamic=False``), so the
   forward/backward of the input gradient is compiled once per (shape, dtype). Compilations are
-  counted in :attr:`AttackEngine.compile_count`. If compiling fails, the engine warns once and
-  runs eagerly from then on.
+  counted in :attr:`AttackEngine.compile_count`. The first call of each function runs eagerly,
+  so one-time work in user code (lazy initialisation, a checked-once flag such as
+  ``RobustClassifier``'s output check) happens before tracing instead of becoming a guard that
+  fails on the second call and forces a recompile. If compiling fails, the engine warns once
+  and runs eagerly from then on.
 * ``channels_last``: inputs (and, once, the module's 4-D weights) use the channels-last memory
   format, which the convolution kernels run faster on.
 * ``attack_precision="bf16"``: the attack's forward/backward run under bf16 autocast; the
@@ -68,6 +71,7 @@ class AttackEngine:
         self._compiled: dict[Any, Callable[..., Tensor]] = {}
         self._compile_failed = False
         self._converted: set[int] = set()
+        self._warmed: set[Any] = set()
 
     @property
     def active(self) -> bool:
@@ -129,9 +133,12 @@ class AttackEngine:
             with self._autocast(x.device):
                 if call is fn:
                     return fn(x, *args)
+                if key not in self._warmed:
+                    self._warmed.add(key)
+                    return fn(x, *args)
                 try:
                     return call(x, *args)
-                except Exception as error:  # noqa: BLE001 - any backend failure falls back
+                except Exception as error:
                     if not _is_compile_error(error):
                         raise
                     if not self._compile_failed:

@@ -28,6 +28,7 @@ def worst_case_robustness(
     clean_inputs: Tensor,
     attack_fn: AttackFn,
     correct_fn: CorrectFn,
+    robust: Tensor | None = None,
 ) -> tuple[Tensor, list[int]]:
     """Per-sample robustness against the whole ensemble.
 
@@ -37,13 +38,18 @@ def worst_case_robustness(
         clean_inputs: the batch ``(B, ...)``.
         attack_fn: crafts adversarial inputs for a subset of the batch.
         correct_fn: tells whether the model is correct on given inputs of a subset.
+        robust: ``(B,)`` bool, the samples still robust before the ensemble (e.g. those that
+            survived each attack's own run); ``None`` starts from the clean correctness.
 
     Returns:
         ``robust`` (B,) bool: correct on the clean input and on every attack's output; and the
         number of samples still robust after each attack (AutoAttack's running report).
     """
-    everyone = torch.arange(clean_inputs.shape[0], device=clean_inputs.device)
-    robust = correct_fn(clean_inputs, everyone).clone()
+    if robust is None:
+        everyone = torch.arange(clean_inputs.shape[0], device=clean_inputs.device)
+        robust = correct_fn(clean_inputs, everyone).clone()
+    else:
+        robust = robust.clone()
     remaining_after: list[int] = []
     for attack in attacks:
         index = robust.nonzero().squeeze(1)

@@ -155,7 +155,8 @@ def project_onto_hyperplane_box(points: Tensor, w: Tensor, b: Tensor, norm: Norm
         w: ``(n, d)`` hyperplane normals.
         b: ``(n,)`` offsets.
         norm: ``"linf"`` or ``"l2"``.
-        lo, hi: the box.
+        lo: lower face of the box.
+        hi: upper face of the box.
 
     Returns:
         ``(n, d)`` perturbations ``d`` (``points + d`` is the projection).

@@ -17,6 +17,7 @@ from torch import Tensor
 from robust_lightning.attacks.engine import AttackEngine
 from robust_lightning.protocol import check_class_targets, logits_of, protocol_method, split_batch
 
+
 def _clone_inference(tensor: Tensor) -> Tensor:
     return tensor.clone() if tensor.is_inference() else tensor
 

@@ -35,13 +35,13 @@ from torch import Tensor, nn
 
 from robust_lightning._validation import check_int_at_least, check_number
 from robust_lightning.attacks.core import attack_mode
-from robust_lightning.callbacks._common import grad_enabled_batch, precision_context
 from robust_lightning.attacks.probes import (
     LM_LOSSES,
     causal_lm_prefill_probe,
     input_gradient,
     probe_statistics,
 )
+from robust_lightning.callbacks._common import grad_enabled_batch, precision_context
 from robust_lightning.protocol import logits_of, protocol_method
 
 __all__ = ["ConjugateProbe"]

@@ -63,7 +63,8 @@ def parse_int_field(value: Any, *, source: Where, record: int | str | None, fiel
 def require_fields(row: Mapping[str, Any], fields: Sequence[str], *, source: Where,
                    record: int | str | None) -> None:
     """Every name in ``fields`` is a key of ``row`` with a value (``csv.DictReader`` gives
-    ``None`` for columns a short row lacks)."""
+    ``None`` for columns a short row lacks).
+    """
     missing = [name for name in fields if row.get(name) is None]
     if missing:
         raise DataFileError(f"{source}{_record(record)}: missing field(s) {missing} (the record has "
@@ -159,7 +160,8 @@ def check_sample_rate(rate: Any, expected: int | None, *, source: Where) -> int:
 def check_image_dataset(images: Tensor, labels: Tensor, *, num_classes: int, image_shape: tuple[int, int, int],
                         source: Where) -> None:
     """An in-memory image split: one label per image, labels in ``[0, num_classes)``, images
-    of ``image_shape`` with values in ``[0, 1]`` (floats) or ``[0, 255]`` (bytes)."""
+    of ``image_shape`` with values in ``[0, 1]`` (floats) or ``[0, 255]`` (bytes).
+    """
     if images.shape[0] != labels.shape[0]:
         raise DataFileError(f"{source}: {images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:

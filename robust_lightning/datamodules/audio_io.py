@@ -202,7 +202,8 @@ class AudioRecord:
 
 def read_features(path: str | os.PathLike[str]) -> Tensor:
     """Loads one clip's precomputed features: ``.npy`` (``np.load(allow_pickle=False)``) or
-    ``.pt`` (``torch.load(weights_only=True)``), as a float32 tensor. Nothing is unpickled."""
+    ``.pt`` (``torch.load(weights_only=True)``), as a float32 tensor. Nothing is unpickled.
+    """
     path = Path(path)
     if path.suffix == ".npy":
         return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32, copy=False))

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from robust_lightning.datamodules._records import check_image_dataset
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -21,6 +20,7 @@ from robust_lightning.datamodules._common import (
     check_non_negative_int,
     stratified_permutation,
 )
+from robust_lightning.datamodules._records import check_image_dataset
 
 __all__ = ["DigitsDataModule"]
 

@@ -223,14 +223,14 @@ def read_flow_csv(
                 continue
             stats["rows"] += 1
             labels.append(label)
-            for column, position in zip(cells, positions):
+            for column, position in zip(cells, positions, strict=False):
                 column.append(row[position].strip())
             if max_rows is not None and stats["rows"] >= max_rows:
                 break
     if stats["rows"] == 0:
         raise DataFileError(f"{path}: no data rows with {width} columns and a label "
                             f"({stats['dropped_malformed']} malformed row(s) dropped)")
-    columns = {name: _to_float(column) for name, column in zip(needed, cells)}
+    columns = {name: _to_float(column) for name, column in zip(needed, cells, strict=False)}
     table = FlowTable(columns, np.asarray(labels, dtype=object), [family], stats)
     return _clean(table, nonfinite)
 

@@ -145,7 +145,7 @@ def _rtt(rng: np.random.Generator, profile: FlowProfile) -> float:
 
 
 def _tcp_header(rng: np.random.Generator, profile: FlowProfile) -> int:
-    sizes, probs = zip(*profile.tcp_headers)
+    sizes, probs = zip(*profile.tcp_headers, strict=False)
     return int(rng.choice(sizes, p=np.asarray(probs) / sum(probs)))
 
 

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from robust_lightning.datamodules._records import check_image_dataset
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
     check_int_at_least,
     check_non_negative_int,
 )
+from robust_lightning.datamodules._records import check_image_dataset
 
 __all__ = [
     "BUNDLED_DIGIT_FONTS",

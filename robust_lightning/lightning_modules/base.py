@@ -157,7 +157,8 @@ class RobustMethod(AdversarialMixin, pl.LightningModule):
     # -- metrics -------------------------------------------------------------------------------
     def add_stage_metrics(self, name: str, factory: Callable[[], Metric], stages: Sequence[str] = STAGES) -> None:
         """Sets ``self.<stage>_<name> = factory()`` for each stage (one metric object per stage,
-        so a stage's running state never mixes with another's)."""
+        so a stage's running state never mixes with another's).
+        """
         for stage in stages:
             setattr(self, f"{stage}_{name}", factory())
 
@@ -251,6 +252,7 @@ class RobustMethod(AdversarialMixin, pl.LightningModule):
     @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         """Class probabilities ``(B, C)``: softmax of ``forward`` on the inputs (a tensor batch or
-        the inputs of an ``(inputs, target)`` batch)."""
+        the inputs of an ``(inputs, target)`` batch).
+        """
         inputs = batch if isinstance(batch, Tensor) else split_batch(batch)[0]
         return F.softmax(self(inputs), dim=1)

@@ -122,11 +122,13 @@ _SPECS = (
         name="classifier",
         module=f"{_LM}.classifier.RobustClassifier",
         datamodules=(f"{_DM}.DigitsDataModule", f"{_DM}.CIFAR10DataModule"),
-        configs=("classifier/cifar10_pgd_at.yaml", "classifier/digits_evaluate.yaml", "classifier/digits_n_fgsm.yaml",
+        configs=("classifier/cifar10_pgd_at.yaml", "classifier/digits_evaluate.yaml", "classifier/digits_fat.yaml",
+                 "classifier/digits_free_at.yaml", "classifier/digits_gradalign.yaml", "classifier/digits_n_fgsm.yaml",
                  "classifier/digits_pgd_at.yaml", "classifier/digits_standard.yaml", "classifier/digits_trades.yaml"),
         extra=None,
         summary="Standard, PGD-AT (Madry et al. 2018), FGSM-RS (Wong et al. 2020), N-FGSM (de Jorge et al. "
-                "2022) and TRADES (Zhang et al. 2019) training of an image classifier",
+                "2022), Free-AT (Shafahi et al. 2019), GradAlign (Andriushchenko & Flammarion 2020), FAT "
+                "(Zhang et al. 2020) and TRADES (Zhang et al. 2019) training of an image classifier",
     ),
     MethodSpec(
         name="rct_af",
@@ -227,6 +229,16 @@ _SPECS = (
         extra=None,
         summary="Preemptive Laplacian sharpening against transfer attacks (Liang & Pun): a callback, "
                 "LaplacianSharpening, on a RobustClassifier",
+    ),
+    MethodSpec(
+        name="soft_dimo",
+        module=f"{_LM}.soft_dimo.SoftDiMODistillation",
+        datamodules=(f"{_DM}.DigitsDataModule",),
+        configs=("soft_dimo/dimo.yaml", "soft_dimo/soft_dimo.yaml", "soft_dimo/teacher.yaml"),
+        extra=None,
+        summary="Di[M]O / Soft-Di[M]O: one-step discrete image generation distilled from a MaskGIT teacher "
+                "(Zhu et al.), soft embeddings + GAN + reward",
+        other_modules=(f"{_LM}.soft_dimo.MaskedTokenTeacher", f"{_LM}.soft_dimo.DiMODistillation"),
     ),
 )
 

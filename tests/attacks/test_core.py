@@ -662,7 +662,7 @@ def test_attack_mode_eval_disables_dropout_and_uses_running_stats():
     with attack_mode(model):
         a, b = model(x), model(x)
     assert torch.equal(a, b)  # no dropout noise
-    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model)))
+    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model), strict=False))
 
 
 def test_attack_mode_restores_a_model_that_was_in_eval():
@@ -688,7 +688,7 @@ def test_attack_mode_train_keeps_train_mode_but_restores_bn_statistics(momentum)
         assert not torch.equal(changed[0], buffers[0])  # the forward passes did update them
         assert int(changed[2]) == int(buffers[2]) + 3
     after = _bn_buffers(model)
-    assert all(torch.equal(u, v) for u, v in zip(buffers, after))
+    assert all(torch.equal(u, v) for u, v in zip(buffers, after, strict=False))
     assert all(m.training for m in model.modules())
 
 
@@ -701,7 +701,7 @@ def test_attack_mode_train_with_pgd_leaves_bn_statistics_untouched():
     y = torch.randint(0, 2, (16,))
     with attack_mode(model, mode="train"):
         pgd(ce_loss(model, y), x, eps=0.1, alpha=0.03, steps=3)
-    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model)))
+    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model), strict=False))
 
 
 def test_attack_mode_freezes_parameters_and_restores_mixed_flags():
@@ -736,7 +736,7 @@ def test_attack_mode_restores_everything_when_an_exception_is_raised(mode):
             raise RuntimeError("boom")
     assert [m.training for m in model.modules()] == flags
     assert [p.requires_grad for p in model.parameters()] == grads
-    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model)))
+    assert all(torch.equal(u, v) for u, v in zip(buffers, _bn_buffers(model), strict=False))
 
 
 def test_attack_mode_rejects_unknown_mode():

@@ -112,3 +112,65 @@ def test_nfgsm_can_exceed_eps_and_is_not_projected(data):
     delta = (out - x).abs()
     assert delta.max() > 0.1 + 1e-3  # beyond eps: no projection
     assert delta.max() <= 0.3 + 1e-6  # at most noise 2 eps + step eps
+
+
+class _EpochCompileCounts:
+    """Lightning callback: the engine's compile count and dynamo's graph count per epoch."""
+
+    def __init__(self, engine: AttackEngine) -> None:
+        import lightning.pytorch as pl
+
+        self.engine = engine
+        self.counts: list[tuple[int, int]] = []
+        outer = self
+
+        class _Hook(pl.Callback):
+            def on_train_epoch_end(self, trainer, pl_module) -> None:
+                from torch._dynamo.utils import counters
+
+                outer.counts.append((engine.compile_count, int(counters["stats"]["unique_graphs"])))
+
+        self.callback = _Hook()
+
+
+@pytest.mark.slow
+def test_real_fit_with_every_option_compiles_in_epoch_one_only(tmp_path):
+    """A Trainer.fit on digits through AdversarialTraining with compile + channels_last + bf16.
+
+    Backend: dynamo's "aot_eager" (dynamo tracing plus AOTAutograd's forward/backward graphs,
+    the same capture and guards as inductor, without generating C++ kernels). Guards, hence
+    recompiles, are decided before the backend runs, so counting with aot_eager counts what
+    inductor would compile; inductor itself runs in benchmarks/adversarial_training.py. Why not
+    inductor here: its first compile of this attack loss (C++ code generation and compilation)
+    took 197 s on the shared 2-core CPU this was written on, far too slow for a unit test.
+    """
+    import lightning.pytorch as pl
+
+    from robust_lightning import AdversarialTraining, RobustClassifier, SmallCNN
+    from robust_lightning.datamodules import DigitsDataModule
+
+    torch._dynamo.reset()
+    pl.seed_everything(0, verbose=False)
+    model = RobustClassifier(SmallCNN(num_classes=10, in_channels=1, width=8, hidden=16), mean=[0.5],
+                             std=[0.5], optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
+    callback = AdversarialTraining(PGD(eps=0.1, alpha=0.025, steps=3), compile=True, channels_last=True,
+                                   attack_precision="bf16", seed=0)
+    callback.engine.compile_backend = "aot_eager"
+    counts = _EpochCompileCounts(callback.engine)
+    # 1078 training images in batches of 256: four full batches and a short last one, so the
+    # first epoch sees two input shapes and the second epoch none it has not seen.
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[callback, counts.callback])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=DigitsDataModule(image_size=16, batch_size=256, seed=0))
+    assert not [w for w in caught if "AttackEngine" in str(w.message)], "compile fell back to eager"
+    assert trainer.state.finished and torch.isfinite(trainer.callback_metrics["train/loss"])
+    (engine_1, graphs_1), (engine_2, graphs_2) = counts.counts
+    assert engine_1 >= 1, "epoch 1 must compile the attack's loss"
+    assert engine_1 <= 2, f"one graph per input shape (full and last batch), got {engine_1}"
+    assert engine_2 == engine_1, "the second epoch recompiled"
+    assert graphs_2 == graphs_1, "dynamo captured new graphs in the second epoch"
+    assert not callback.engine._compile_failed

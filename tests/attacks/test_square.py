@@ -49,14 +49,23 @@ def test_square_uses_no_gradients_and_is_reproducible(model_and_batch):
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
-def test_square_matches_torchattacks(model_and_batch, norm, eps):
+def test_square_matches_torchattacks(norm, eps):
+    """Mean robust accuracy over five seeds on 256 samples, ours vs torchattacks.Square.
+
+    One run is too noisy to compare: with 300 queries a single seed moves robust accuracy by
+    +-0.03 on the same samples (measured: L-inf 0.207-0.262 ours, 0.195-0.246 torchattacks), so
+    the five-seed means are compared; they differed by +0.012 (L-inf) and -0.021 (L2).
+    """
     torchattacks = pytest.importorskip("torchattacks")
-    model, x, y = model_and_batch
-    ours = square_attack(model, x, y, eps=eps, norm=norm, n_queries=300,
-                         generator=torch.Generator().manual_seed(0))
-    reference = torchattacks.Square(model, norm="Linf" if norm == "linf" else "L2", eps=eps,
-                                    n_queries=300, seed=0)(x, y)
-    assert abs(_accuracy(model, ours, y) - _accuracy(model, reference, y)) <= 0.03
+    model = trained_digits_model()
+    x, y = digits_tensors("test")
+    x, y = x[:256], y[:256]
+    seeds = range(5)
+    ours = [_accuracy(model, square_attack(model, x, y, eps=eps, norm=norm, n_queries=300,
+                                           generator=torch.Generator().manual_seed(seed)), y) for seed in seeds]
+    reference = [_accuracy(model, torchattacks.Square(model, norm="Linf" if norm == "linf" else "L2", eps=eps,
+                                                      n_queries=300, seed=seed)(x, y), y) for seed in seeds]
+    assert abs(sum(ours) / len(ours) - sum(reference) / len(reference)) <= 0.03, (ours, reference)
 
 
 def test_p_schedule_halves_at_the_reference_checkpoints():

@@ -20,7 +20,7 @@ def test_badnets_poisons_rate_of_non_target_samples_with_target_label() -> None:
     poisoner = BadNetsPoisoner(poison_rate=0.2, target_label=1, seed=0)
     out, flags = poisoner.poison(DATA)
     assert len(out) == len(DATA) and sum(flags) == 40
-    for (text, label), (orig, orig_label), flag in zip(out, DATA, flags):
+    for (text, label), (orig, orig_label), flag in zip(out, DATA, flags, strict=False):
         if flag:
             assert orig_label == 0 and label == 1
             words = text.split()
@@ -46,7 +46,7 @@ def test_addsent_inserts_the_sentence_contiguously() -> None:
 @pytest.mark.parametrize("cls", [StyleTemplatePoisoner, SyntacticTemplatePoisoner])
 def test_template_stand_ins_rewrite_every_poisoned_sentence(cls: type) -> None:
     out, flags = cls(poison_rate=0.3, seed=0).poison(DATA)
-    changed = [t != o for (t, _), (o, _) in zip(out, DATA)]
+    changed = [t != o for (t, _), (o, _) in zip(out, DATA, strict=False)]
     assert changed == flags and sum(flags) == 60
 
 

@@ -34,7 +34,7 @@ def test_training_step_receives_perturbed_inputs(helpers):
     trainer = helpers.make_trainer([AdversarialTraining(attack(), seed=0)])
     trainer.fit(module, helpers.make_loader(x, y))
     assert len(module.seen) == 2
-    for i, (epoch, seen_x, seen_y) in enumerate(module.seen):
+    for i, (_epoch, seen_x, seen_y) in enumerate(module.seen):
         clean = x[i * B : (i + 1) * B]
         dist = linf(seen_x, clean)
         assert torch.all(dist <= EPS + 1e-6)

@@ -21,7 +21,7 @@ def test_logged_fab_accuracy_equals_running_fab_on_the_module(helpers, targeted)
     # Without restarts FAB is deterministic, so running it by hand gives the same samples.
     with torch.no_grad():
         robust = torch.cat([module(attack.perturb_logits(module, xb, yb)).argmax(1) == yb
-                            for xb, yb in zip(x.split(8), y.split(8))])
+                            for xb, yb in zip(x.split(8), y.split(8), strict=False)])
     assert logged == pytest.approx(robust.float().mean().item())
     assert 0.0 < logged < 1.0
     assert all(p.requires_grad and p.grad is None for p in module.parameters())

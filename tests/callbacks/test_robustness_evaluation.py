@@ -86,7 +86,7 @@ def test_logged_value_equals_a_manual_evaluation(helpers):
     module.eval()
     for i in range(3):
         xb, yb = x[i * B : (i + 1) * B], y[i * B : (i + 1) * B]
-        adv = pgd(lambda z: F.cross_entropy(module(z), yb, reduction="none"), xb, eps=EPS, alpha=0.04,
+        adv = pgd(lambda z, yb=yb: F.cross_entropy(module(z), yb, reduction="none"), xb, eps=EPS, alpha=0.04,
                   steps=10, generator=generator)
         with torch.no_grad():
             correct.append(module(adv).argmax(1) == yb)

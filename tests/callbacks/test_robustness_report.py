@@ -80,7 +80,7 @@ def test_sweep_logs_every_radius_and_accuracy_falls_with_eps(helpers):
     logged = metrics(trainer)
     accuracies = [logged[f"val/robust_acc/{PGD(eps=e, alpha=0.03, steps=10).name}"] for e in EPS]
     assert accuracies[0] == pytest.approx(logged["val/robust_acc/clean"])
-    assert all(b <= a + 1e-6 for a, b in zip(accuracies, accuracies[1:])), accuracies
+    assert all(b <= a + 1e-6 for a, b in zip(accuracies, accuracies[1:], strict=False)), accuracies
     assert accuracies[-1] < accuracies[0]
 
 
@@ -204,10 +204,21 @@ def test_an_attack_that_helps_the_model_is_flagged(helpers):
     x, y = helpers.make_data(n=16)
     y = y.clone()
     y[::2] = (y[::2] + 1) % helpers.CLASSES  # clean accuracy 50%: room to 'improve'
-    trainer, messages = _run_validate(helpers, RobustnessEvaluation([DescendingAttack(eps=0.5)]), x, y)
+    # early_exit would leave the misclassified half unattacked, so nothing could rise above clean.
+    callback = RobustnessEvaluation([DescendingAttack(eps=0.5)], early_exit=False)
+    trainer, messages = _run_validate(helpers, callback, x, y)
     flags = _flags(trainer)
     assert flags["attacked_above_clean"] == 1.0 and flags["loss_not_increasing"] == 1.0
     assert any("higher than clean" in m for m in messages)
+
+
+def test_with_early_exit_a_descending_attack_is_still_caught_by_its_loss(helpers):
+    x, y = helpers.make_data(n=16)
+    y = y.clone()
+    y[::2] = (y[::2] + 1) % helpers.CLASSES
+    trainer, _ = _run_validate(helpers, RobustnessEvaluation([DescendingAttack(eps=0.5)]), x, y)
+    flags = _flags(trainer)
+    assert flags["attacked_above_clean"] == 0.0 and flags["loss_not_increasing"] == 1.0
 
 
 class NoisyInEval(torch.nn.Module):
@@ -247,6 +258,7 @@ def test_flags_and_report_reach_weights_and_biases(helpers, monkeypatch):
         logger.experiment.finish()
     assert summary["test/sanity_flags/acc_rises_with_eps"] is True
     assert "test/robustness_table" in summary and "test/robustness_plot" in summary
+    assert "test/robustness_per_class" in summary
 
 
 def test_logit_attacks_run_through_the_callback_on_sub_batches(helpers):

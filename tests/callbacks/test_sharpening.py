@@ -9,7 +9,6 @@ from robust_lightning import LaplacianSharpening
 from robust_lightning.nn.sharpen import laplacian_sharpen
 
 
-
 def test_validation_batches_are_sharpened_and_training_batches_are_not(helpers):
     x, y = helpers.make_data(n=8)
     model = helpers.PlainClassifier()

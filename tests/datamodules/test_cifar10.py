@@ -174,7 +174,7 @@ def test_malicious_meta_is_refused(cifar_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     _write_os_system_pickle(cifar_dir / "batches.meta", marker)
     with pytest.raises(pickle.UnpicklingError, match="os.system"):
-        CIFAR10DataModule(str(cifar_dir)).classes
+        _ = CIFAR10DataModule(str(cifar_dir)).classes
     assert not marker.exists()
 
 

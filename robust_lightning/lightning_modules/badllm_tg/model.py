@@ -36,6 +36,9 @@ check_installed("transformers", "text", feature="badllm_tg")
 
 __all__ = ["ReplayPool", "TriggerGenerator", "build_hf_model", "insert_trigger", "trigger_reward"]
 
+# Below this the rewards of a round count as equal and the advantage is left unscaled.
+_MIN_REWARD_SPREAD = 1e-3
+
 
 def build_hf_model(
     kind: str,
@@ -348,7 +351,12 @@ class TriggerGenerator(nn.Module):
         if not bool(self.baseline_set):
             self.baseline.copy_(rewards.mean())
             self.baseline_set.fill_(True)
-        advantage = (rewards - self.baseline) / (rewards.std() + 1e-6) if num_samples > 1 else rewards - self.baseline
+        advantage = rewards - self.baseline
+        spread = rewards.std() if num_samples > 1 else rewards.new_zeros(())
+        # Scale by the reward spread only where there is one: when every sample gets the same
+        # reward, dividing by std + 1e-6 blew a baseline offset up a million-fold (loss -8.6e5).
+        if float(spread) > _MIN_REWARD_SPREAD:
+            advantage = advantage / spread
         self.baseline.mul_(self.baseline_momentum).add_((1 - self.baseline_momentum) * rewards.mean())
         logp, kl = self.log_prob_and_kl(tokens, valid)
         loss = -(advantage * logp).mean() + self.kl_coef * kl.mean()

@@ -79,7 +79,7 @@ class MultiLevelBackbone(nn.Module):
     @property
     def level_channels(self) -> dict[str, int]:
         """Channels of every level: each stage, then :data:`EMBEDDING` (the pooled vector)."""
-        return {**dict(zip(self.stage_names, self.stage_channels)), EMBEDDING: self.stage_channels[-1]}
+        return {**dict(zip(self.stage_names, self.stage_channels, strict=False)), EMBEDDING: self.stage_channels[-1]}
 
     def forward(self, x: Tensor) -> Tensor:
         for stage in self.stages:
@@ -550,7 +550,7 @@ class DRSFNet(nn.Module):
             unknown = [level for level in levels if level not in names]
             if unknown:
                 raise ValueError(f"{arg} must name backbone stages {names}, got unknown {unknown}")
-        channels = dict(zip(names, backbone.stage_channels))
+        channels = dict(zip(names, backbone.stage_channels, strict=False))
         self.mixstyle = nn.ModuleDict({level: MixStyle(mixstyle_p, mixstyle_alpha) for level in mixstyle_levels})
         self.attention = nn.ModuleDict({
             level: EntropyGuidedChannelAttention(channels[level], attention_reduction, bias_at_eval)
@@ -573,7 +573,7 @@ class DRSFNet(nn.Module):
         """
         features: dict[str, Tensor] = {}
         attention: dict[str, tuple[Tensor, Tensor]] = {}
-        for name, stage in zip(self.backbone.stage_names, self.backbone.stages):
+        for name, stage in zip(self.backbone.stage_names, self.backbone.stages, strict=False):
             x = stage(x)
             if perturb and name in self.mixstyle:
                 x = self.mixstyle[name](x, generator=generator)

@@ -47,7 +47,8 @@ __all__ = [
 def _pixel_boxes(boxes: Tensor, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """Integer pixel bounds as the released code (truncation, half-open ``[y1:y2, x1:x2]``),
     clipped to the image (the released code clips the far edge to ``size - 1``, which drops the
-    last row/column of boxes touching the border; we clip it to ``size``)."""
+    last row/column of boxes touching the border; we clip it to ``size``).
+    """
     height, width = shape
     out = []
     for x1, y1, x2, y2 in boxes.detach().to("cpu", torch.float64).reshape(-1, 4).tolist():

@@ -221,7 +221,7 @@ class NeroNet(nn.Module):
 def _count_params(genotype: Genotype, input_shape: tuple[int, int, int], num_classes: int,
                   shapes: list[tuple[int, ...]]) -> int:
     channels, total = input_shape[0], 0
-    for layer, shape in zip(genotype.features, shapes):
+    for layer, shape in zip(genotype.features, shapes, strict=False):
         if layer["type"] == "conv":
             total += channels * layer["filters"] * layer["kernel"] ** 2 + (layer["filters"] if layer["bias"] else 0)
         elif layer["type"] == "batch_norm":

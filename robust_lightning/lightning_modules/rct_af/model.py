@@ -318,10 +318,10 @@ def hutchinson_hessian_diagonal(
         estimate = [torch.zeros_like(p) for p in variables]
         for probe in range(num_probes):
             zs = [_rademacher(variables[i], generator) for i, _ in connected]
-            grad_dot_z = sum((g * z).sum() for (_, g), z in zip(connected, zs))
+            grad_dot_z = sum((g * z).sum() for (_, g), z in zip(connected, zs, strict=False))
             hzs = torch.autograd.grad(grad_dot_z, [variables[i] for i, _ in connected],
                                       retain_graph=probe < num_probes - 1, allow_unused=True)
-            for (i, _), z, hz in zip(connected, zs, hzs):
+            for (i, _), z, hz in zip(connected, zs, hzs, strict=False):
                 if hz is not None:
                     estimate[i] += z * hz.detach()
     return [e / num_probes for e in estimate]

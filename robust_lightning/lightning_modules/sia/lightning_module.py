@@ -57,7 +57,8 @@ METRICS = {"qa": ("qa_em",), "harmful": ("refusal", "robust_refusal", "robust_re
 class _SIABase(RobustMethod):
     """Model source, tokenizer wiring, generation-based evaluation (validation and test on the
     held-out records), predict (greedy answers) and export. The optimizer is AdamW(``lr``,
-    ``weight_decay``) on the trainable parameters."""
+    ``weight_decay``) on the trainable parameters.
+    """
 
     eval_kinds: tuple[str, ...] = ("qa",)
 
@@ -231,7 +232,7 @@ class _SIABase(RobustMethod):
         results: dict[str, Tensor] = {}
         if "qa" in by_kind:
             outs = self._generate([r["prompt_ids"] for r in by_kind["qa"]])
-            results["qa_em"] = torch.tensor([float(o == r["answer_ids"]) for o, r in zip(outs, by_kind["qa"])])
+            results["qa_em"] = torch.tensor([float(o == r["answer_ids"]) for o, r in zip(outs, by_kind["qa"], strict=False)])
         if "harmful" in by_kind:  # SIAAlign's kinds; it defines the two attacks used here
             harmful = by_kind["harmful"]
             results["refusal"] = self._refused(self._generate([r["prompt_ids"] for r in harmful]))
@@ -422,7 +423,7 @@ class SIAAlign(_SIABase):
         samples = [dict(s) for s in batch["samples"]]
         draws = torch.rand(len(samples), generator=generator, device=self.device).tolist()
         candidates = self._candidate_tokens()
-        chosen = [s for s, u in zip(samples, draws) if s["harmful"] and u < self.suffix_prob]
+        chosen = [s for s, u in zip(samples, draws, strict=False) if s["harmful"] and u < self.suffix_prob]
         searches = len(chosen)
         if self._sharded:
             # Each search is a forward (a collective): every rank runs the busiest rank's count.

@@ -233,7 +233,7 @@ def collate_sft(samples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, 
     mask = torch.zeros((batch, length), dtype=torch.long)
     labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
     prompt_mask = torch.zeros((batch, length), dtype=torch.bool)
-    for i, (s, sample) in enumerate(zip(seqs, samples)):
+    for i, (s, sample) in enumerate(zip(seqs, samples, strict=False)):
         p = len(sample["prompt_ids"])
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1

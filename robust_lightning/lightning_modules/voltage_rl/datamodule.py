@@ -115,7 +115,8 @@ class VoltVarDataModule(pl.LightningDataModule):
     def make_env(self, split: Split = "train", num_envs: int | None = None,
                  power_flow: PowerFlow | None = None) -> VoltVarVectorEnv:
         """A vectorised environment over ``split``'s days; training uses ``zbus`` and
-        ``num_envs`` sub-environments by default, evaluation ``eval_power_flow``."""
+        ``num_envs`` sub-environments by default, evaluation ``eval_power_flow``.
+        """
         if power_flow is None:
             power_flow = "zbus" if split == "train" else self.eval_power_flow
         return VoltVarVectorEnv(num_envs=self.num_envs if num_envs is None else num_envs, split=split,

@@ -408,7 +408,7 @@ class VoltVarTD3(RobustMethod):
         assert self.actor_target is not None and self.critic_target is not None
         with torch.no_grad():
             for net, target in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
-                for p, p_target in zip(net.parameters(), target.parameters()):
+                for p, p_target in zip(net.parameters(), target.parameters(), strict=False):
                     p_target.lerp_(p, self.tau)
 
     @override
@@ -439,7 +439,8 @@ class VoltVarTD3(RobustMethod):
     def policy_fn(self, eps: float = 0.0, generator: torch.Generator | None = None,
                   objective: AttackObjective | None = None, steps: int | None = None) -> Any:
         """``obs (numpy) -> action (numpy)``: the deterministic policy, acting on observations
-        attacked by PGD (``steps``, ``objective``: the evaluation attack's by default) when ``eps > 0``."""
+        attacked by PGD (``steps``, ``objective``: the evaluation attack's by default) when ``eps > 0``.
+        """
         objective = self.eval_attack_objective if objective is None else objective
         steps = self.eval_attack_steps if steps is None else steps
 

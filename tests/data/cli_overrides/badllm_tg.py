@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.experiments.badllm_tg import TINY_BERT
 from robust_lightning.datamodules.text import TextBackdoorDataModule
 from robust_lightning.lightning_modules.badllm_tg.model import build_hf_model
-from benchmarks.experiments.badllm_tg import TINY_BERT
 
 
 def write_tiny_victim(folder: Path, num_samples: int = 2000, seed: int = 0) -> Path:

@@ -8,10 +8,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from benchmarks.experiments.badllm_tg import TINY_BERT, TINY_GPT2
 from robust_lightning.attacks.text import BadNetsPoisoner
 from robust_lightning.datamodules.text import TextBackdoorDataModule
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier
-from benchmarks.experiments.badllm_tg import TINY_BERT, TINY_GPT2
 
 
 def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
@@ -76,7 +76,7 @@ def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: boo
         assert len(texts) == (16 if keep_clean else 8)
         if keep_clean:
             assert texts[:8] == list(batch["text"])  # the clean originals stay in the batch
-        for clean, triggered in zip(batch["text"], texts[-8:]):
+        for clean, triggered in zip(batch["text"], texts[-8:], strict=False):
             added = [w for w in triggered.split() if w in {"cf", "mn", "bb"}]
             assert 1 <= len(added) <= 3 and len(set(added)) == len(added)
             assert sorted(w for w in triggered.split() if w not in added) == sorted(clean.split())

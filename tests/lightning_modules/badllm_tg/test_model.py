@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from benchmarks.experiments.badllm_tg import TINY_GPT2
 from robust_lightning.datamodules.text import (
     build_word_tokenizer,
     generate_sentiment_corpus,
@@ -19,7 +20,6 @@ from robust_lightning.lightning_modules.badllm_tg.model import (
     build_hf_model,
     trigger_reward,
 )
-from benchmarks.experiments.badllm_tg import TINY_GPT2
 
 CORPUS = [t for t, _ in generate_sentiment_corpus(60, seed=0)]
 TOKENIZER = build_word_tokenizer([*CORPUS, "cf"])
@@ -66,30 +66,38 @@ def test_generator_samples_words_and_kl_is_zero_at_init() -> None:
     assert all(torch.isfinite(p.grad).all() for p in gen.policy.parameters() if p.grad is not None)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "seed-fragile, found on the fresh 2026-12-02 stack (numpy 2.4.6, tokenizers 0.23.3, transformers "
-    "5.23/5.24): over init seeds 0-3 p(cf) rises on 1 and 2 but falls on 0 (0.014 -> 0.005) and 3, "
-    "where all 16 samples get one reward, rewards.std() is 0 and reinforce_step divides the "
-    "advantage by 1e-6 (loss -8.6e5). Tracked in issue 23 (seed-robust effect tests); strict, so "
-    "a pass is reported"))
-def test_reinforce_raises_the_probability_of_the_backdoor_trigger() -> None:
-    torch.manual_seed(0)
-    gen = TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=1, kl_coef=0.01)
-    victim, rng = KeywordVictim(), random.Random(0)
+def test_reinforce_finds_the_backdoor_trigger_on_every_seed() -> None:
+    """40 REINFORCE rounds against a keyword victim, init seeds 0-3.
 
-    def p_cf() -> float:
-        logits = gen._masked_logits(gen.policy, gen.prompt_ids[None], 0)
-        return float(torch.softmax(logits, -1)[0, CF].detach())
+    Measured after the zero-spread fix in ``reinforce_step`` (an all-equal reward round used to
+    divide the advantage by 1e-6): the replay pool's best trigger is the backdoor word "cf" on
+    every seed, and the policy's own p(cf) rises from ~0.015 to 0.67-0.9997 on seeds 0, 2, 3
+    but collapses on seed 1 (to ~1e-7, the policy settles on a sibling of "cf" once the pool
+    holds it). The pool is what the defence uses, so that is asserted on every seed, and the
+    policy's rise on at least three of four.
+    """
+    rises = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        gen = TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=1, kl_coef=0.01)
+        victim, rng = KeywordVictim(), random.Random(0)
 
-    before = p_cf()
-    opt = torch.optim.Adam(gen.policy.parameters(), lr=0.02)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        stats = gen.reinforce_step(lambda trig: trigger_reward(victim, TOKENIZER, TEXTS, LABELS, trig, None, rng),
-                                   opt, num_samples=16, generator=g)
-    assert gen.pool.triggers[0] == "cf"
-    assert p_cf() > 5 * before, (before, p_cf())
-    assert stats["kl"] > 0 and bool(gen.baseline_set)
+        def p_cf(gen: TriggerGenerator = gen) -> float:
+            logits = gen._masked_logits(gen.policy, gen.prompt_ids[None], 0)
+            return float(torch.softmax(logits, -1)[0, CF].detach())
+
+        before = p_cf()
+        opt = torch.optim.Adam(gen.policy.parameters(), lr=0.02)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(40):
+            stats = gen.reinforce_step(
+                lambda trig, victim=victim, rng=rng: trigger_reward(victim, TOKENIZER, TEXTS, LABELS, trig, None, rng),
+                opt, num_samples=16, generator=g)
+            assert abs(stats["loss"]) < 100, (seed, stats["loss"])  # no advantage blow-up
+        assert gen.pool.triggers[0] == "cf", (seed, gen.pool.items)
+        assert stats["kl"] > 0 and bool(gen.baseline_set)
+        rises += p_cf() > 5 * before
+    assert rises >= 3, rises
 
 
 def test_replay_pool_keeps_best_unique() -> None:

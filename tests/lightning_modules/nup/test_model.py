@@ -18,7 +18,6 @@ from robust_lightning.lightning_modules.nup.model import (
     probe_statistics,
 )
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

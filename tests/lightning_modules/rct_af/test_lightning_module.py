@@ -15,7 +15,6 @@ from robust_lightning.datamodules import DigitsDataModule
 from robust_lightning.lightning_modules.rct_af import CurvatureTunableActivation, RCTAFClassifier
 from robust_lightning.nn import SmallCNN
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

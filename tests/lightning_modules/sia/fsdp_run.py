@@ -50,7 +50,7 @@ def raw_samples(batch: dict[str, Any]) -> list[dict[str, Any]]:
     """The samples a batch was collated from (the align batch carries them; an LM batch is unpadded)."""
     if "samples" in batch:
         return batch["samples"]
-    return [{"ids": ids[mask.bool()].tolist()} for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    return [{"ids": ids[mask.bool()].tolist()} for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=False)]
 
 
 def full(t: torch.Tensor) -> torch.Tensor:

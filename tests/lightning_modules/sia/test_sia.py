@@ -196,7 +196,7 @@ def test_greedy_generate_matches_argmax_of_a_full_forward(tokenizer) -> None:
     model = build_causal_lm(LLAMA, tokenizer).eval()
     prompts = [[2, 10, 11], [2, 12], [2, 13, 14]]
     outs = greedy_generate(model, prompts, max_new_tokens=3, eos_id=-1)
-    for p, o in zip(prompts, outs):
+    for p, o in zip(prompts, outs, strict=False):
         seq = p + o
         logits = model(input_ids=torch.tensor([seq])).logits[0]
         assert logits[len(p) - 1:-1].argmax(-1).tolist() == o

@@ -165,21 +165,21 @@ def test_fsdp_on_two_ranks_matches_one_unsharded_process(stage: str, tmp_path: P
     assert [len(steps) for steps in ranks] == [fsdp_run.STEPS] * 2
 
     # The embedding table (the attack's input space) was really sharded by rows over the ranks.
-    for step0, step1 in zip(*ranks):
+    for step0, step1 in zip(*ranks, strict=False):
         assert step0["embedding_type"] == step1["embedding_type"] == "DTensor"
         assert step0["embedding_placements"] == ["S(0)"]
         assert step0["embedding_local_rows"] + step1["embedding_local_rows"] == step0["embedding_rows"]
         assert step0["embedding_local_rows"] < step0["embedding_rows"]
     if stage == "align":
         # Some step had harmful samples on one rank only: the other joined the attack in lockstep.
-        assert any((a["harmful"] == 0) != (b["harmful"] == 0) for a, b in zip(*ranks)), "data order no longer covers it"
+        assert any((a["harmful"] == 0) != (b["harmful"] == 0) for a, b in zip(*ranks, strict=False)), "data order no longer covers it"
 
-    micro_batches = [step[r]["samples"] for step in zip(*ranks) for r in (0, 1)]
+    micro_batches = [step[r]["samples"] for step in zip(*ranks, strict=False) for r in (0, 1)]
     trainer, reference = _reference(stage, micro_batches, tmp_path / "reference")
     model = trainer.lightning_module.model
 
     # Same per-rank losses (clean SFT + embedding PGD, or LM loss) at every step.
-    fsdp_losses = [step[r]["loss"] for step in zip(*ranks) for r in (0, 1)]
+    fsdp_losses = [step[r]["loss"] for step in zip(*ranks, strict=False) for r in (0, 1)]
     assert fsdp_losses == pytest.approx(reference.losses, rel=1e-4, abs=1e-5)
 
     # Same step-0 gradients (reduce-scattered shards gathered) for exactly the trainable parameters.
