@@ -1,7 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv (first use), install, build the extension, run a short PGD-AT fit
 #   make test   the same set-up, then the whole test suite
-# VENV may point elsewhere (CI keys it on the requirements hash, see .ci/run).
+# VENV may point elsewhere (CI keys one on the requirements hash).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -1,12 +1,18 @@
 """Build of the ``robust_lightning._C`` extension (the fused attack ops in ``csrc/``).
 
-Package metadata lives in ``pyproject.toml``; this file only adds the extension module, in
-the layout of pytorch/extension-cpp. Build it with::
+Package metadata lives in ``pyproject.toml``; this file adds the extension module (in the
+layout of pytorch/extension-cpp) and the shipped configs. Install from source with::
 
-    pip install -e . --no-build-isolation --no-deps
+    pip install . --no-build-isolation          # or: pip install -e . --no-build-isolation --no-deps
 
 ``--no-build-isolation`` matters: the extension must be compiled against the torch that will
-import it, so the build uses the environment's torch rather than a fresh copy.
+import it, so the build uses the environment's torch rather than a fresh copy (torch is not a
+build requirement, so an isolated build has no torch and installs without the extension).
+
+Without the extension (no torch at build time, no C++ compiler, or a failed compile) the
+package still installs; the attacks then run on the pure-PyTorch reference ops and a one-time
+warning at run time says how to build. ``ROBUST_LIGHTNING_REQUIRE_NATIVE=1`` makes a failed
+build an error instead.
 
 CUDA kernels (``csrc/cuda/*.cu``) are compiled when
 
@@ -18,23 +24,43 @@ CUDA kernels (``csrc/cuda/*.cu``) are compiled when
 
 Otherwise a CPU-only extension is built and a one-line note says why. Other knobs:
 ``TORCH_CUDA_ARCH_LIST`` (e.g. ``"9.0"``; torch's default otherwise), ``MAX_JOBS`` (parallel
-compile jobs), ``ROBUST_LIGHTNING_DEBUG=1`` (``-O0 -g``).
+compile jobs), ``ROBUST_LIGHTNING_DEBUG=1`` (``-O0 -g``), and
+``ROBUST_LIGHTNING_PREBUILT_EXTENSION=path/to/_C.abi3.so``, which packages an extension already
+compiled from these sources against this torch instead of compiling it again (the packaging
+test uses it: a rebuild takes minutes on two cores).
+
+The configs under ``configs/`` ship inside the package as ``robust_lightning/configs/``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import torch
-from setuptools import setup
-from torch.utils import cpp_extension
+from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext as _SetuptoolsBuildExt
+from setuptools.command.build_py import build_py as _BuildPy
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError as _torch_error:  # an isolated build, or torch not installed yet
+    torch = None  # type: ignore[assignment]
+    cpp_extension = None  # type: ignore[assignment]
+    _TORCH_ERROR: str | None = str(_torch_error)
+else:
+    _TORCH_ERROR = None
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+CONFIGS = ROOT / "configs"
+REQUIRE_NATIVE = os.environ.get("ROBUST_LIGHTNING_REQUIRE_NATIVE", "") not in ("", "0")
+PREBUILT = os.environ.get("ROBUST_LIGHTNING_PREBUILT_EXTENSION", "")
 
 
 def _note(message: str) -> None:
@@ -74,7 +100,15 @@ def cuda_build_decision() -> tuple[bool, str]:
     return True, f"nvcc {found} at {nvcc}"
 
 
-def extensions() -> list[cpp_extension.CppExtension]:
+def extensions() -> list[Any]:
+    if cpp_extension is None:
+        message = (f"torch is not importable at build time ({_TORCH_ERROR}); installing without the "
+                   "compiled ops (reference ops run instead). To build them: pip install torch first, "
+                   "then pip install --no-build-isolation robust-lightning")
+        if REQUIRE_NATIVE:
+            raise RuntimeError(message)
+        _note(message)
+        return []
     debug = os.environ.get("ROBUST_LIGHTNING_DEBUG", "") == "1"
     use_cuda, reason = cuda_build_decision()
     if use_cuda:
@@ -128,13 +162,63 @@ def extensions() -> list[cpp_extension.CppExtension]:
             # Only the limited C API is used (torch adds Py_LIMITED_API), so one abi3 binary
             # serves every CPython >= 3.10.
             py_limited_api=True,
+            optional=not REQUIRE_NATIVE,
         )
     ]
 
 
+def _build_ext_base() -> type:
+    if cpp_extension is None:
+        return _SetuptoolsBuildExt
+    return cpp_extension.BuildExtension.with_options(use_ninja=True)
+
+
+class BuildExt(_build_ext_base()):  # type: ignore[misc]
+    """torch's BuildExtension that degrades to a pure-Python install when compiling fails.
+
+    A missing or broken compiler is the user's machine, not a reason to refuse the install: the
+    reference ops cover every op (slower), and ``robust_lightning.ops`` warns once at run time.
+    The extension is ``optional`` (unless ``ROBUST_LIGHTNING_REQUIRE_NATIVE=1``), so setuptools
+    then skips it when installing or copying it in place.
+    """
+
+    def build_extensions(self) -> None:
+        if PREBUILT:
+            for ext in self.extensions:
+                target = Path(self.get_ext_fullpath(ext.name))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(PREBUILT, target)
+                _note(f"packaged the prebuilt extension {PREBUILT} as {target.name} (not compiled)")
+            return
+        try:
+            super().build_extensions()
+        except Exception as error:  # CompileError, LinkError, a missing compiler or ninja
+            if REQUIRE_NATIVE or not all(getattr(ext, "optional", False) for ext in self.extensions):
+                raise
+            _note(f"building the extension failed ({type(error).__name__}: {error}); installing without "
+                  "the compiled ops (the reference ops run instead, with a warning at run time). "
+                  "Fix the compiler and reinstall with --no-build-isolation to get them.")
+
+
+class BuildPy(_BuildPy):
+    """Also copy ``configs/**/*.yaml`` into the package as ``robust_lightning/configs/``."""
+
+    def run(self) -> None:
+        super().run()
+        if not CONFIGS.is_dir():  # building from an sdist that already has them in place
+            return
+        target_root = Path(self.build_lib) / "robust_lightning" / "configs"
+        for source in sorted(CONFIGS.rglob("*.yaml")):
+            target = target_root / source.relative_to(CONFIGS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.copy_file(str(source), str(target))
+
+
 setup(
+    packages=find_packages(include=["robust_lightning", "robust_lightning.*"]),
+    package_data={"robust_lightning": ["py.typed"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
     # torch compiles limited-API extensions with Py_LIMITED_API=0x030A0000 (CPython 3.10),
     # which is also this package's requires-python floor.
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

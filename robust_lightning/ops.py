@@ -17,8 +17,8 @@ Choosing the implementation:
   ``ROBUST_LIGHTNING_OPS=reference`` always runs the reference. The variable is read on every
   call, so it can be changed at run time.
 
-The extension is never built at import time; build it with ``make test`` or
-``pip install -e . --no-build-isolation``.
+The extension is never built at import time; it is built when the package is installed from
+source (``pip install --no-build-isolation .``, ``make build``), see ``setup.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ L2_NORM_FLOOR = 1e-12
 
 #: Environment variable that forces an implementation: "native" or "reference".
 BACKEND_ENV = "ROBUST_LIGHTNING_OPS"
-_BUILD_HINT = "build it with `make test` or `pip install -e . --no-build-isolation`"
+_BUILD_HINT = ("build it with a C++ compiler: `pip install --no-build-isolation robust-lightning` "
+               "(or `make build` in a checkout)")
 
 try:
     # Importing the shared object runs its TORCH_LIBRARY registrations.

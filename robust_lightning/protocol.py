@@ -9,7 +9,7 @@ user LightningModule works unchanged::
     def with_adversarial_inputs(self, batch, inputs_adv) -> batch  # put them back
     def prediction_correct(self, inputs, batch) -> Tensor          # (B,) bool, for evaluation
 
-``prediction_correct`` extends the three attack methods so robustness evaluation can score
+``prediction_correct`` extends the three methods of docs/architecture.md so robustness evaluation can score
 modules whose notion of "correct" is not argmax-equals-label.
 """
 

@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torchaudio.functional as AF
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from robust_lightning._extras import require
 from robust_lightning.datamodules._common import (
     check_non_negative_int,
     check_positive_int,
@@ -83,6 +83,8 @@ from robust_lightning.datamodules.audio_synthetic import (
     snr_db,
 )
 from robust_lightning.errors import DataFileError, MissingFileError
+
+AF = require("torchaudio.functional", "audio")
 
 # Re-exported so `from robust_lightning.datamodules.audio_quality import ...` keeps working.
 __all__ = [

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
+from robust_lightning._extras import require
 from robust_lightning.datamodules._common import (
     GENERATED_MANIFEST,
     check_int_at_least,
@@ -41,6 +41,8 @@ from robust_lightning.datamodules.audio_io import (
     read_audio,
     write_wav,
 )
+
+AF = require("torchaudio.functional", "audio")
 
 __all__ = [
     "add_noise_at_snr",
@@ -159,7 +161,7 @@ def _formant_speech(utterance: _Utterance, sample_rate: int, rng: np.random.Gene
     formant resonators whose targets change every syllable; unvoiced syllable onsets are noise
     bursts. It is not intelligible, only speech-shaped (harmonics, formants, syllable rhythm).
     """
-    from scipy.signal import lfilter
+    lfilter = require("scipy.signal", "audio").lfilter
 
     syllables = max(4, round(len(utterance.text.split()) * 1.4))
     syllable_len = int(sample_rate * 60.0 / utterance.speed / 1.4)

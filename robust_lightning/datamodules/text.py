@@ -29,10 +29,16 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from robust_lightning._extras import check_installed
 from robust_lightning.attacks.text import TextPoisoner
 from robust_lightning.datamodules._common import EpochShuffleSampler
 from robust_lightning.datamodules._records import check_labels, parse_int_field, require_columns, require_fields
 from robust_lightning.errors import DataFileError, MissingFileError
+
+# Imported where tokenizers are built (transformers' import takes seconds); checked here so a
+# missing extra fails at import with the install line.
+check_installed("transformers", "text")
+check_installed("tokenizers", "text")
 
 __all__ = [
     "DATASETS",

@@ -5,8 +5,7 @@ episode) and its vector form ``gymnasium.make_vec("robust_lightning/VoltVar-v0",
 vectorization_mode="vector_entry_point")`` (the batched power flow).
 """
 
-import gymnasium as gym
-
+from robust_lightning._extras import require
 from robust_lightning.envs.volt_var import (
     POWER_FLOWS,
     SPLITS,
@@ -17,6 +16,8 @@ from robust_lightning.envs.volt_var import (
     run_episodes,
     voltage_barrier,
 )
+
+gym = require("gymnasium", "rl")
 
 VOLT_VAR_ID = "robust_lightning/VoltVar-v0"
 if VOLT_VAR_ID not in gym.registry:

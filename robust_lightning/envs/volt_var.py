@@ -36,9 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+
+from robust_lightning._extras import check_installed, require
+
+gym = require("gymnasium", "rl")
+# pandapower is imported where it is used (its import takes seconds); check now that it is
+# there, so a missing extra fails at import with the install line rather than mid-episode.
+check_installed("pandapower", "rl")
+from gymnasium.vector import AutoresetMode, VectorEnv  # noqa: E402  (after the extra check)
 
 __all__ = [
     "POWER_FLOWS",

@@ -36,13 +36,12 @@ from typing_extensions import override
 
 from robust_lightning._validation import (
     check_choice,
-    check_instance,
     check_int,
     check_int_at_least,
     check_non_negative,
     check_positive_int,
 )
-from robust_lightning.errors import InvalidArgumentError
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 from robust_lightning.lightning_modules.audio_grl.metrics import (
     SystemLevelCorrelation,
     aspect_names,
@@ -52,6 +51,7 @@ from robust_lightning.lightning_modules.audio_grl.model import (
     AudioQualityGRLNet,
     FeatureCache,
     Frontend,
+    ModuleFrontend,
     gaussian_nll,
 )
 from robust_lightning.lightning_modules.base import RobustMethod
@@ -108,9 +108,11 @@ class AudioQualityGRL(RobustMethod):
 
     Args:
         frontend: Frozen feature extractor (:class:`LogMelFrontend`,
-            :class:`TorchaudioSSLFrontend`, :class:`HFWav2Vec2Frontend`); ``None`` for
-            precomputed features. Its weights are not part of the module's checkpoints (they
-            are rebuilt from the config).
+            :class:`TorchaudioSSLFrontend`, :class:`HFWav2Vec2Frontend`, or any ``nn.Module``
+            from waveforms ``(B, N)`` to features, e.g. ``torchaudio.transforms.MelSpectrogram``
+            or a ``torchaudio.pipelines`` bundle's ``get_model()``, wrapped in
+            :class:`ModuleFrontend`); ``None`` for precomputed features. Its weights are not part
+            of the module's checkpoints (they are rebuilt from the config).
         feature_shape: ``(channels, frames)`` of one clip's features; ``None`` infers it in
             ``setup`` from the datamodule (``clip_samples`` through the front-end, or
             ``feature_shape`` for precomputed features).
@@ -148,7 +150,7 @@ class AudioQualityGRL(RobustMethod):
 
     def __init__(
         self,
-        frontend: Frontend | None = None,
+        frontend: Frontend | torch.nn.Module | None = None,
         feature_shape: Sequence[int] | None = None,
         num_aspects: int = 4,
         aspects: Sequence[str] | None = None,
@@ -172,10 +174,14 @@ class AudioQualityGRL(RobustMethod):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        if frontend is not None:
-            check_instance("frontend", frontend, Frontend,
-                           "a robust_lightning Frontend (LogMelFrontend, TorchaudioSSLFrontend, "
-                           "HFWav2Vec2Frontend) or None for precomputed features")
+        if frontend is not None and not isinstance(frontend, Frontend):
+            if not isinstance(frontend, torch.nn.Module):
+                raise InvalidArgumentTypeError(
+                    f"frontend must be a torch.nn.Module mapping waveforms (B, N) to features (a robust_lightning "
+                    f"Frontend, a torchaudio transform or model), or None for precomputed features, got "
+                    f"{type(frontend).__name__}"
+                )
+            frontend = ModuleFrontend(frontend)
         check_positive_int("num_aspects", num_aspects)
         if aspects is not None:
             aspects = aspect_names(list(aspects), num_aspects)

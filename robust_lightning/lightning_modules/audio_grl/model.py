@@ -21,6 +21,7 @@ NLL is theirs by default (``log det Sigma`` clamped at 1e-6 from below, no const
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -29,13 +30,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import Tensor, nn
 
 from robust_lightning._checkpoint import load_checkpoint
-
+from robust_lightning._extras import require
 from robust_lightning.nn.grl import GradientReversal
 from robust_lightning.nn.layers import mlp
+
+torchaudio = require("torchaudio", "audio", feature="audio_grl")
 
 __all__ = [
     "AudioQualityGRLNet",
@@ -44,6 +46,7 @@ __all__ = [
     "Frontend",
     "HFWav2Vec2Frontend",
     "LogMelFrontend",
+    "ModuleFrontend",
     "QualityEncoder",
     "QualityHead",
     "TorchaudioSSLFrontend",
@@ -94,6 +97,74 @@ class Frontend(nn.Module):
         features = self(torch.zeros(1, num_samples, device=device))
         self.train(was_training)
         return int(features.shape[1]), int(features.shape[2])
+
+
+class ModuleFrontend(Frontend):
+    """Any ``nn.Module`` as a frozen front-end: a ``torchaudio.transforms.MelSpectrogram``, a
+    ``torchaudio.pipelines`` bundle's ``get_model()``, a user's own feature extractor.
+
+    The module maps waveforms ``(B, N)`` to features. Its output may be a tensor or a tuple whose
+    first item is the features (torchaudio's wav2vec2 models return ``(features, lengths)``);
+    ``(B, C, T)`` is used as is, ``(B, T)`` becomes one channel, and ``time_first=True`` reads
+    ``(B, T, C)`` (transformer outputs). ``lengths`` is passed when ``forward`` takes it.
+
+    Args:
+        module: The feature extractor; its parameters are frozen.
+        time_first: Output layout ``(B, T, C)``; ``None`` guesses it: ``True`` for torchaudio's
+            ``Wav2Vec2Model`` (wav2vec2, HuBERT, WavLM), ``False`` otherwise.
+        log: Take ``log(features + floor)`` (e.g. on a power spectrogram).
+        floor: Added before the log.
+    """
+
+    def __init__(self, module: nn.Module, time_first: bool | None = None, log: bool = False,
+                 floor: float = 1e-6) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if floor <= 0:
+            raise ValueError(f"floor must be > 0, got {floor!r}")
+        self.module = module
+        if time_first is None:
+            time_first = isinstance(module, torchaudio.models.Wav2Vec2Model)
+        self.time_first = bool(time_first)
+        self.log = bool(log)
+        self.floor = float(floor)
+        try:
+            self._takes_lengths = "lengths" in inspect.signature(module.forward).parameters
+        except (TypeError, ValueError):
+            self._takes_lengths = False
+        self._weights_hash: str | None = None
+        self.freeze()
+
+    def config(self) -> dict[str, Any]:
+        # The module's repr names its class and hyper-parameters; the weights' hash tells two
+        # checkpoints of one architecture apart (computed once: the weights are frozen).
+        if self._weights_hash is None:
+            digest = hashlib.sha1()
+            for name, tensor in sorted(self.module.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
+                              if tensor.numel() else b"")
+            self._weights_hash = digest.hexdigest()[:16]
+        return {"module": repr(self.module), "weights": self._weights_hash, "time_first": self.time_first,
+                "log": self.log, "floor": self.floor}
+
+    def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        output = self.module(waveform, lengths) if self._takes_lengths else self.module(waveform)
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        if not isinstance(output, Tensor):
+            raise TypeError(f"frontend {type(self.module).__name__} returned {type(output).__name__}; expected a "
+                            "tensor or a tuple starting with one")
+        if output.dim() == 2:
+            output = output.unsqueeze(1)
+        if output.dim() != 3:
+            raise ValueError(f"frontend {type(self.module).__name__} returned features of shape {tuple(output.shape)} "
+                             "for waveforms (B, N); expected (B, C, T) or (B, T, C) with time_first=True")
+        if self.time_first:
+            output = output.transpose(1, 2)
+        output = output.float()
+        return torch.log(output + self.floor) if self.log else output
 
 
 def _file_signature(path: str | None) -> str | None:
@@ -230,7 +301,7 @@ class HFWav2Vec2Frontend(Frontend):
 
     def __init__(self, path: str, layer: int = 11, normalize_waveform: bool = True) -> None:
         super().__init__()
-        from transformers import Wav2Vec2Model
+        Wav2Vec2Model = require("transformers", "text", feature="HFSpeechFrontend").Wav2Vec2Model
 
         if not Path(path).is_dir():
             raise FileNotFoundError(f"path must be a local folder written by save_pretrained, got {path!r}")

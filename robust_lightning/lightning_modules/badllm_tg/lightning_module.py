@@ -304,6 +304,14 @@ class BackdoorDefense(TextClassifier):
             gen_tok = AutoTokenizer.from_pretrained(self.generator_path, trust_remote_code=False, local_files_only=True)
         else:
             gen_tok = self.tokenizer
+            if getattr(gen_tok, "eos_token_id", None) is None:
+                raise InvalidArgumentError(
+                    f"BackdoorDefense: generator_path is not set, so the trigger generator uses the victim's tokenizer "
+                    f"({type(gen_tok).__name__}), which has no eos token (BERT-style); a generated trigger ends at "
+                    "eos. Give --model.init_args.generator_path a local causal-LM folder with its tokenizer (e.g. a "
+                    "GPT-2 written by save_pretrained), or give the victim a tokenizer with an eos_token (the "
+                    "word-level one TextBackdoorDataModule builds has [EOS]) and size a fresh policy over it with "
+                    "generator_config")
         self.generator = TriggerGenerator(gen_tok, self.generator_path, self.generator_config, self.prompt,
                                           self.max_words, self.baseline_momentum, self.kl_coef, self.pool_size)
         self._generator_optimizer = torch.optim.Adam(self.generator.policy.parameters(), lr=self.generator_lr)

@@ -19,13 +19,20 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._extras import check_installed
 from robust_lightning._validation import check_positive_int
+from robust_lightning.errors import InvalidArgumentError, MissingFileError
+
+# transformers is imported where models are built (its import takes seconds); a missing extra
+# fails here, at import, with the install line.
+check_installed("transformers", "text", feature="badllm_tg")
 
 __all__ = ["ReplayPool", "TriggerGenerator", "build_hf_model", "insert_trigger", "trigger_reward"]
 
@@ -54,6 +61,8 @@ def build_hf_model(
 
     Raises:
         ValueError: If neither or both of ``path`` and ``config`` are given, or ``kind`` is unknown.
+        MissingFileError: ``path`` is not a folder (huggingface_hub would otherwise read it as a
+            hub repo id and fail with "Repo id must be in the form 'repo_name'").
     """
     from transformers import (
         AutoConfig,
@@ -68,6 +77,9 @@ def build_hf_model(
         raise ValueError("give exactly one of path (a local model folder) and config (a dict with 'model_type')")
     factory = factories[kind]
     if path is not None:
+        if not Path(path).expanduser().is_dir():
+            raise MissingFileError(f"model folder {path} does not exist; expected a local folder written by "
+                                   "save_pretrained (a TextClassifier's export_dir)")
         return factory.from_pretrained(path, trust_remote_code=False, local_files_only=True,
                                        **{k: v for k, v in overrides.items() if k == "num_labels"})
     if not isinstance(config, Mapping) or "model_type" not in config:
@@ -228,7 +240,10 @@ class TriggerGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if tokenizer is None or getattr(tokenizer, "eos_token_id", None) is None:
-            raise ValueError("tokenizer must be an HF tokenizer with an eos_token")
+            raise InvalidArgumentError(
+                f"the trigger generator's tokenizer ({type(tokenizer).__name__}) has no eos token, and a generated "
+                "trigger ends at eos; BERT-style tokenizers have [SEP] but no eos: use a causal-LM tokenizer "
+                "(e.g. GPT-2's) or one with an eos_token")
         check_positive_int("max_words", max_words)
         if not 0.0 <= baseline_momentum < 1.0:
             raise ValueError(f"baseline_momentum must be in [0, 1), got {baseline_momentum!r}")

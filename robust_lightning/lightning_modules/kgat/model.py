@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from robust_lightning._checkpoint import check_checkpoint_file, load_checkpoint
 from robust_lightning._validation import check_positive_int
+from robust_lightning.errors import MissingExtraError
 
 __all__ = ["MMDetDetector", "build_detector_config", "mmdet_available"]
 
@@ -37,10 +38,11 @@ def mmdet_available() -> bool:
 
 def _require_mmdet() -> None:
     if not mmdet_available():
-        raise ImportError(
-            "KGAT needs mmdet 3.x: `make install` sets it up, or by hand: pip install wheel setuptools "
-            "ninja mmengine==0.10.7; MMCV_WITH_OPS=1 FORCE_CUDA=0 pip install --no-build-isolation "
-            "mmcv==2.1.0; pip install mmdet==3.3.0"
+        # mmcv has no wheels for recent torch: the extra alone is not enough, it needs the
+        # source build first (README, "Install").
+        raise MissingExtraError(
+            "KGAT needs mmdet, mmengine and mmcv: MMCV_WITH_OPS=1 pip install --no-build-isolation "
+            "mmcv==2.1.0, then pip install 'robust-lightning[detection]'"
         )
 
 

@@ -623,8 +623,9 @@ class _WandbTable:
                "budget_units", "valid", "operations")
 
     def __init__(self, search: NeroNetSearch, state: dict[str, Any]) -> None:
-        import wandb
+        from robust_lightning._extras import require
 
+        wandb = require("wandb", "wandb", feature="NeroNetSearch(wandb=True)")
         self.wandb = wandb
         state["wandb_id"] = state.get("wandb_id") or uuid.uuid4().hex[:8]
         os.environ.setdefault("WANDB_MODE", "offline")
