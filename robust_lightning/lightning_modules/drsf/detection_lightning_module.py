@@ -63,7 +63,7 @@ from robust_lightning.lightning_modules.drsf.model import (
     SoftFusionDiscriminator,
     soft_fuse,
 )
-from robust_lightning.lightning_modules.kgat.model import MMDetDetector
+from robust_lightning.nn.mmdet_detector import MMDetDetector
 
 __all__ = ["DETECTION_METHODS", "DRSFDetector"]
 

@@ -188,7 +188,7 @@ class KGATDetector(RobustMethod):
     # ------------------------------------------------------------------------------- helpers
     def _samples(self, batch: Mapping[str, Any], images: Tensor, boxes: Sequence[Tensor] | None = None,
                  labels: Sequence[Tensor] | None = None, image_ids: Sequence[int] | None = None) -> list[Any]:
-        """mmdet data samples of ``images``; boxes, labels and ids default to the batch's."""
+        """Mmdet data samples of ``images``; boxes, labels and ids default to the batch's."""
         boxes = batch["boxes"] if boxes is None else boxes
         labels = batch["labels"] if labels is None else labels
         if image_ids is None:
