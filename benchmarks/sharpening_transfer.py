@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robust_lightning import RobustClassifier  # noqa: E402
-from tests.data.trained import trained_digits_model  # noqa: E402
-from tests.test_evidence import CONTRAST_FACTOR, TRANSFER_EPS, _transfer_accuracy  # noqa: E402
+from robust_lightning import RobustClassifier
+from tests.data.trained import trained_digits_model
+from tests.test_evidence import CONTRAST_FACTOR, TRANSFER_EPS, _transfer_accuracy
 
 
 def main() -> None:

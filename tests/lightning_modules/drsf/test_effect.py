@@ -25,7 +25,8 @@ from benchmarks.drsf_digits import run
 
 #: DRSFClassifier overrides that remove DRSF's components but keep the two-view training.
 TWO_VIEW_CE_ONLY = {"mixstyle_levels": [], "attention_levels": [], "fusion_weight": 0.0, "consistency_weight": 0.0}
-SHORT = dict(image_size=12, num_train=1500, epochs=3, width=16, batch_size=32, lr=2e-3, source_style="printed")
+SHORT = {"image_size": 12, "num_train": 1500, "epochs": 3, "width": 16, "batch_size": 32, "lr": 2e-3,
+         "source_style": "printed"}
 
 
 @pytest.mark.slow
