@@ -6,13 +6,11 @@ with true labels: ASR at most half of before, CACC drop < 3 points.
 Control: the clean fine-tuning defence, the same ``BackdoorDefense`` run (same 600 clean
 samples, same 5 epochs, same generator rounds) with ``defense_ratio=0``, so no generated
 trigger ever reaches the victim; if the triggered samples did nothing, it would lower ASR as
-much. Measured (benchmarks/results/badllm_tg_evidence.json and
-badllm_tg_clean_finetune_control*.json, README), ASR after, seeds 0/1/2: BadNets defence
-0.039/0.071/0.109, control 0.828/0.735/0.916; AddSent defence 0.367/0.257/0.235, control
-1.000/0.973/1.000; seeds 8/9: BadNets defence 0.128/0.182, control 0.932/0.955; AddSent defence
-0.026/0.582, control 0.974/0.982. So the control relation below holds on every measured seed,
-but "at most half" does not: AddSent seed 9 keeps 58% ASR. The test runs seed 0 only (each case
-is a victim fit plus two defence fits).
+much. Measured on seeds 0-9 for both attacks (benchmarks/results/badllm_tg_evidence*.json and
+badllm_tg_clean_finetune_control*.json, README "Control"): the control keeps ASR at 74-100%,
+the defence ends 40-100 points under it on all 20 runs, CACC at most 1.2 points lower; but
+"at most half" fails once: AddSent seed 9 keeps 58% ASR (control 98%). The test runs seed 0
+only (each case is a victim fit plus two defence fits).
 
 The generator's vocabulary is still the victim's word tokenizer, built from every split of the
 poisoned corpus, so trigger words are directly sampleable: the pool holds them in control runs
