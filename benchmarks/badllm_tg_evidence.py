@@ -11,6 +11,8 @@ is the previous behaviour).
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --attacks badnets addsent --seeds 0 1 2 3
+    OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --seeds 0 --defense-ratio 0 \
+        --out benchmarks/results/badllm_tg_clean_finetune_control.json   # the control
 
 Writes ``benchmarks/results/badllm_tg_evidence.json`` and prints a Markdown table.
 """
@@ -33,12 +35,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="defence rounds (epochs)")
     parser.add_argument("--max-triggers", type=int, default=2, help="BackdoorDefense max_triggers_per_sample")
     parser.add_argument("--pool-temperature", type=float, default=0.02)
+    parser.add_argument("--defense-ratio", type=float, default=0.5,
+                        help="BackdoorDefense defense_ratio; 0 is the clean fine-tuning control (same samples "
+                             "and epochs, no triggered copies)")
     parser.add_argument("--replace", action="store_true",
                         help="keep_clean=False: triggered samples replace their clean originals (ablation)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "badllm_tg_evidence.json"))
     args = parser.parse_args()
     kwargs = {"max_words": args.max_words, "max_triggers_per_sample": args.max_triggers,
-              "pool_temperature": args.pool_temperature, "keep_clean": not args.replace}
+              "pool_temperature": args.pool_temperature, "keep_clean": not args.replace,
+              "defense_ratio": args.defense_ratio}
     runs = [run_badllm_tg(a, s, defense_epochs=args.rounds, defense_kwargs=kwargs)
             for a in args.attacks for s in args.seeds]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -164,35 +164,35 @@ def test_bad_search_arguments_raise_early(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evidence_search_raises_fgsm_accuracy_over_the_initial_population(tmp_path: Path,
-                                                                          single_thread: None) -> None:
-    """The shipped digits search (configs/nero_net/evolve/digits.yaml, seed 0, lambda = 4, 8
-    generations) ends with a parent more robust to FGSM than the best initial individual: on
-    the search's held-out split and again after retraining both genotypes with fresh seeds on
-    the untouched test split. Measured margins (README): val +0.036/+0.231/+0.123, test
-    +0.025/+0.231/+0.147 for seeds 0/1/2; the thresholds below hold for all three."""
-    from robust_lightning.cli import evolve_parser
+def test_robust_fitness_finds_more_fgsm_robust_parents_than_the_clean_only_control(tmp_path: Path,
+                                                                                  single_thread: None) -> None:
+    """The FGSM term of the fitness, not the search alone, makes the parent robust.
 
-    parser = evolve_parser()
-    config = parser.parse_args(["--config", str(Path(__file__).resolve().parents[3] / "configs" / "nero_net" /
-                                                 "evolve" / "digits.yaml"),
-                                "--wandb=false", "--plot=false", "--device=cpu", f"--run_dir={tmp_path / 'run'}"])
-    init = parser.instantiate(config)
-    search = NeroNetSearch(**{k: v for k, v in vars(init).items() if k != "config"})
-    state = search.run()
-    records = _records(tmp_path / "run")
-    initial = [r for r in records if r["generation"] == 0]
-    initial_best = max(initial, key=lambda r: r["fgsm_acc"])
-    final = state["parent"]
-    assert final["clean_acc"] >= search.fitness.threshold, "the robust fitness must not give up clean accuracy"
-    assert final["fgsm_acc"] - initial_best["fgsm_acc"] >= 0.03
-    # Not a lucky draw of the selection: retrain both genotypes, fresh seeds, test split.
-    seeds = [0, 1]
-    final_test = search.retrain(final["genotype"], final["budget_units"], seeds)
-    initial_test = search.retrain(initial_best["genotype"], initial_best["budget_units"], seeds)
-    mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
-    assert mean(final_test, "fgsm_acc") - mean(initial_test, "fgsm_acc") >= 0.015
-    assert mean(final_test, "clean_acc") >= search.fitness.threshold
+    Control: the same shipped digits search (configs/nero_net/evolve/digits.yaml, lambda = 4,
+    8 generations) with ``fitness.robust_weight = 0``, i.e. selection by clean accuracy only;
+    it would match the robust search if the FGSM term did nothing. Each seed sets the search
+    seed and the digits split (``--data.init_args.seed``), and both final genotypes are
+    retrained with fresh seeds on the untouched test split (benchmarks/nero_net_fitness_control.py,
+    whose ``run_search`` this calls, so the test measures exactly the benchmark's setting).
+    Measured (README, benchmarks/results/nero_net_fitness_control.json, seeds 0-4), robust minus
+    control FGSM accuracy: val (what selection sees) +0.028/+0.159/+0.134/+0.042/+0.123, positive
+    on every seed, so it is asserted per seed (>= 0.015); test (retrained)
+    +0.040/+0.054/+0.092/-0.056/+0.131: seed 3 reverses, so the test split is asserted on the mean
+    over the seeds run here (+0.062 for 0-2; +0.030 to +0.062 for any three consecutive measured
+    seeds), not per seed.
+    """
+    from benchmarks.nero_net_fitness_control import run_search
+
+    test_gaps = []
+    for seed in (0, 1, 2):
+        robust = run_search(seed, 1.0, tmp_path / f"robust_{seed}")
+        control = run_search(seed, 0.0, tmp_path / f"control_{seed}")
+        print(f"seed {seed}: robust fitness {robust}; clean-only control {control}")
+        assert robust["val_clean_acc"] >= 0.8 and robust["test_clean_acc"] >= 0.8, robust  # tau = 0.8 kept
+        assert robust["val_fgsm_acc"] - control["val_fgsm_acc"] >= 0.015, (seed, robust, control)
+        test_gaps.append(robust["test_fgsm_acc"] - control["test_fgsm_acc"])
+    # Not only a lucky draw of the selection: both genotypes retrained, fresh seeds, test split.
+    assert sum(test_gaps) / len(test_gaps) >= 0.03, test_gaps
 
 
 def test_seconds_budget_caps_training_time(tmp_path: Path) -> None:
