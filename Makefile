@@ -20,7 +20,7 @@ export TORCH_CUDA_ARCH_LIST CUDA_HOME
 # mmcv's ops are built for CPU (CI has no GPU); MMCV_FORCE_CUDA=1 builds its CUDA ops too (slow).
 MMCV_FORCE_CUDA ?= 0
 
-.PHONY: install build test test-fast demo benchmark clean
+.PHONY: install build lint test test-fast demo benchmark clean
 
 install: $(INSTALLED)
 
@@ -43,7 +43,12 @@ build: install
 	@source tools/cuda_env.sh $(BIN)/python; \
 	MAX_JOBS=$${MAX_JOBS:-2} $(BIN)/python -m pip install --quiet -e . --no-build-isolation --no-deps
 
-test: build
+# ruff (pyflakes, isort, pyupgrade, bugbear, pydocstyle) and mypy, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check robust_lightning tests benchmarks tools setup.py
+	$(BIN)/mypy
+
+test: build lint
 	@source tools/cuda_env.sh $(BIN)/python; \
 	ROBUST_LIGHTNING_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -n 2 -ra --durations=15 $(PYTEST_ARGS) tests
 

@@ -180,7 +180,7 @@ def _trainer(device: torch.device, callbacks: list[pl.Callback], max_epochs: int
 
 def _test_tensors(data: DigitsDataModule) -> tuple[Tensor, Tensor]:
     data.setup("test")
-    xs, ys = zip(*(batch for batch in data.test_dataloader()))
+    xs, ys = zip(*(batch for batch in data.test_dataloader()), strict=False)
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -277,7 +277,7 @@ def bench_epoch(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                          "robust_acc_worst_per_seed": worst,
                          "clean_acc_mean": statistics.mean(clean)}
     baseline = summary["torchattacks_by_hand"]
-    for name, row in summary.items():
+    for row in summary.values():
         row["speedup_steady_vs_torchattacks"] = baseline["steady_epoch_s_median"] / row["steady_epoch_s_median"]
         row["speedup_total_vs_torchattacks"] = baseline["total_s_median"] / row["total_s_median"]
         if "ours_plain" in summary:

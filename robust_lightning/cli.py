@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from robust_lightning import shipped_configs
 from robust_lightning.errors import MissingFileError, PrerequisiteError, UserError
@@ -184,7 +185,8 @@ def _previous_last_checkpoint(trainer: pl.Trainer) -> str | None:
 
 def _check_ckpt_path(ckpt_path: Any) -> None:
     """Refuse a missing or corrupt ``--ckpt_path`` file by name before Lightning loads it
-    (torch's own message for a corrupt file suggests loading it unsafely)."""
+    (torch's own message for a corrupt file suggests loading it unsafely).
+    """
     if not isinstance(ckpt_path, (str, os.PathLike)):
         return
     if str(ckpt_path) in _LIGHTNING_CKPT_ALIASES or str(ckpt_path).startswith("registry:"):
@@ -223,14 +225,17 @@ class RobustLightningCLI(LightningCLI):
             rank_zero_info(f"Resuming from {found}")
             config["ckpt_path"] = found
 
+    @override
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` by name before LightningCLI reads its hyperparameters (with
-        ``torch.load``, whose message for a corrupt file suggests unsafe loading)."""
+        ``torch.load``, whose message for a corrupt file suggests unsafe loading).
+        """
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
         super()._parse_ckpt_path()
 
+    @override
     def before_instantiate_classes(self) -> None:
         """Check a chained recipe's inputs, drop W&B without its extra, make its dir absolute.
 
@@ -268,6 +273,7 @@ class RobustLightningCLI(LightningCLI):
     def before_predict(self) -> None:
         self._resolve_last_checkpoint()
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         _checkpoints_into_run_dir(trainer)
@@ -396,6 +402,7 @@ _NOISY_LOG_PREFIXES = ("💡 Tip: For seamless cloud logging",)
 
 
 class _DropNoise(logging.Filter):
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.getMessage()).startswith(_NOISY_LOG_PREFIXES)
 
@@ -422,8 +429,9 @@ def _readable_type(text: str) -> str:
 
 
 def _argument_error_message(error: BaseException, subcommand: str | None) -> str:
-    """jsonargparse's error (a nested report over every Union member) in two lines: the
-    argument, what it expects, what it got; then where to look."""
+    """Jsonargparse's error (a nested report over every Union member) in two lines: the
+    argument, what it expects, what it got; then where to look.
+    """
     text = str(error)
     lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
@@ -540,7 +548,8 @@ def console_main() -> None:
 
 def _finish_wandb_run() -> None:
     """One CLI invocation is one W&B run: close it, or a later ``main()`` in the same process
-    (a notebook, a sweep driver, a test) would silently log into this run."""
+    (a notebook, a sweep driver, a test) would silently log into this run.
+    """
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

@@ -41,7 +41,7 @@ _BUILD_HINT = ("build it with a C++ compiler: `pip install --no-build-isolation 
 
 try:
     # Importing the shared object runs its TORCH_LIBRARY registrations.
-    from robust_lightning import _C  # type: ignore[attr-defined]
+    from robust_lightning import _C
 except ImportError as _err:  # not built, or built against another torch
     _C = None
     _C_IMPORT_ERROR: str | None = f"{type(_err).__name__}: {_err}"
@@ -363,7 +363,8 @@ def linf_step_(
         x_clean: the clean batch the perturbation is measured from.
         eps: scalar tensor or per-sample ``(B,)`` L-inf radius.
         alpha: step size.
-        lo, hi: valid input range.
+        lo: lower end of the valid input range.
+        hi: upper end of the valid input range.
 
     Returns:
         ``x_adv`` itself. Strided (non-contiguous) ``x_adv`` is updated in place as well.

@@ -58,6 +58,7 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor]:
 
 
 def batch_size_of(batch: Any) -> int:
+    """Number of samples in ``batch`` (the first dimension of its inputs)."""
     return int(split_batch(batch)[0].shape[0])
 
 

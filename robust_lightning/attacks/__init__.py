@@ -20,10 +20,10 @@ from robust_lightning.attacks.detection import (
     split_detection_losses,
 )
 from robust_lightning.attacks.engine import ATTACK_PRECISIONS, AttackEngine
-from robust_lightning.attacks.fast import EarlyStoppedPGD, gradient_alignment_penalty
 from robust_lightning.attacks.ensemble import worst_case_robustness
 from robust_lightning.attacks.external import ExternalAttack
 from robust_lightning.attacks.fab import FAB, FABResult, fab_attack, robust_accuracy_at_radii
+from robust_lightning.attacks.fast import EarlyStoppedPGD, gradient_alignment_penalty
 from robust_lightning.attacks.generators import RankGenerator
 from robust_lightning.attacks.square import Square, square_attack
 from robust_lightning.attacks.text import (

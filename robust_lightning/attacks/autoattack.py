@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,8 @@ def _default_fab_factory(**options: object) -> Attack:
     accepted = inspect.signature(FAB).parameters
     if "steps" in options and "steps" not in accepted and "n_iter" in accepted:
         options["n_iter"] = options.pop("steps")
-    return FAB(**{k: v for k, v in options.items() if k in accepted})
+    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in accepted}
+    return FAB(**kwargs)
 
 
 class AutoAttack(Attack):
@@ -188,20 +189,20 @@ class AutoAttack(Attack):
 
     @override
     def with_eps(self, eps: float | str) -> AutoAttack:
-        clone = super().with_eps(eps)
+        clone = cast(AutoAttack, super().with_eps(eps))
         if clone._members is not None:
             clone._members = [(n, a.with_eps(clone.eps)) for n, a in clone._members]
         clone._last_result = None
-        return clone  # type: ignore[return-value]
+        return clone
 
     # -- the version's attacks ----------------------------------------------------------------
     def members(self) -> list[tuple[str, Attack]]:
         """``[(name, attack), ...]`` in the order they run, built for this radius."""
         if self._members is not None:
             return list(self._members)
-        common = {"eps": self.eps, "norm": self.norm, "bounds": self.bounds, "steps": self.steps}
+        common: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "bounds": self.bounds, "steps": self.steps}
 
-        def apgd(loss: str, n_restarts: int, eot_samples: int = 1) -> APGD:
+        def apgd(loss: Literal["ce", "dlr", "dlr_targeted"], n_restarts: int, eot_samples: int = 1) -> APGD:
             return APGD(loss=loss, n_restarts=n_restarts, n_target_classes=self.n_target_classes,
                         eot_samples=eot_samples, **common)
 
@@ -252,7 +253,8 @@ class AutoAttack(Attack):
             for position, (member_name, attack) in enumerate(self.members()):
                 index = robust.nonzero().squeeze(1)
                 if index.numel():
-                    adv = attack.perturb_logits(logits_fn, x[index], target[index], generator=generator)
+                    # Every member is a logits attack (APGD, FAB, Square or a replacement).
+                    adv = cast(Any, attack).perturb_logits(logits_fn, x[index], target[index], generator=generator)
                     with torch.no_grad():
                         fooled = logits_fn(adv).argmax(dim=1) != target[index]
                     # A minimal-norm attack (FAB) may return a point beyond eps: not a success here.

@@ -137,11 +137,11 @@ def _apgd_run(
 
     def loss_and_grad(point: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         point = point.detach().requires_grad_(True)
-        grad_sum = None
-        for _ in range(eot_samples):
+        loss, success = objective(point, index)
+        (grad_sum,) = torch.autograd.grad(loss.sum(), point)
+        for _ in range(1, eot_samples):
             loss, success = objective(point, index)
-            (grad,) = torch.autograd.grad(loss.sum(), point)
-            grad_sum = grad if grad_sum is None else grad_sum + grad
+            grad_sum = grad_sum + torch.autograd.grad(loss.sum(), point)[0]
         grad = grad_sum if eot_samples == 1 else grad_sum / eot_samples
         return loss.detach().float(), grad.detach(), None if success is None else success.detach()
 

@@ -117,7 +117,8 @@ class AttackEngine:
         Args:
             key: identifies ``fn`` across calls (e.g. the module), so the compiled function is
                 built once and dynamo's cache, not a fresh compile, serves later batches.
-            fn: the loss or logits function; ``args`` are passed through (e.g. the batch).
+            fn: the loss or logits function.
+            *args: passed through to ``fn`` after ``x`` (e.g. the batch).
         """
         call = fn
         if self.compile and not self._compile_failed:

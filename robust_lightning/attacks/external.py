@@ -29,7 +29,7 @@ import copy
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -142,13 +142,13 @@ class ExternalAttack(Attack):
     @override
     def with_eps(self, eps: float | str) -> ExternalAttack:
         """A copy at another radius: the wrapped attack is copied with its ``eps`` replaced."""
-        clone = super().with_eps(eps)
+        clone = cast(ExternalAttack, super().with_eps(eps))
         if not hasattr(self.attack, "eps"):
             raise InvalidArgumentError(
                 f"{type(self.attack).__name__} has no eps attribute, so an eps sweep cannot vary it")
         clone.attack = copy.copy(self.attack)
         clone.attack.eps = clone.eps
-        return clone  # type: ignore[return-value]
+        return clone
 
     def perturb_logits(self, logits_fn: LogitsFn, x: Tensor, target: Tensor,
                        generator: torch.Generator | None = None) -> Tensor:

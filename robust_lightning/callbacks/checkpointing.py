@@ -47,7 +47,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str | os.PathLike[str] | None = None, save_weights_only: bool = False,
                  verbose: bool = False) -> None:
-        super().__init__(dirpath=dirpath, monitor=None, save_last=True, save_top_k=0,
+        super().__init__(dirpath=None if dirpath is None else os.fspath(dirpath), monitor=None, save_last=True, save_top_k=0,
                          save_weights_only=save_weights_only, verbose=verbose, every_n_epochs=1,
                          enable_version_counter=True)
 

@@ -30,7 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -155,7 +155,7 @@ class RobustnessEvaluation(Callback):
         early_exit: bool = True,
     ) -> None:
         single = isinstance(attacks, Attack) or is_torchattacks_attack(attacks) or is_art_attack(attacks)
-        attacks = [attacks] if single else list(attacks)
+        attacks = [cast(Attack, attacks)] if single else list(attacks)
         if not attacks:
             raise ValueError("attacks must name at least one attack, e.g. [PGD(eps='8/255')]")
         attacks = [a if isinstance(a, Attack) or not (is_torchattacks_attack(a) or is_art_attack(a))
@@ -244,7 +244,7 @@ class RobustnessEvaluation(Callback):
     # -- per batch ---------------------------------------------------------------------------
     @staticmethod
     def _ensemble_members(attack: Attack) -> list[str]:
-        return ["clean", *(name for name, _ in attack.members())]
+        return ["clean", *(name for name, _ in cast(Any, attack).members())]
 
     @staticmethod
     def _class_targets(batch: Any, batch_size: int) -> Tensor | None:
@@ -301,7 +301,7 @@ class RobustnessEvaluation(Callback):
         else:
             def logits(x: Tensor) -> Tensor:
                 return logits_of(pl_module, x, None)
-        result = attack.minimize(logits, inputs, target, generator=generator)
+        result = cast(Any, attack).minimize(logits, inputs, target, generator=generator)
         within = (result.norms <= attack.eps).view(-1, *([1] * (inputs.dim() - 1)))
         return torch.where(within, result.x_adv, inputs.detach()), result.norms
 
@@ -465,8 +465,8 @@ class RobustnessEvaluation(Callback):
         )
         if self.eps is not None:
             for base in self.base_attacks:
-                accuracies = [results.get(base.with_eps(r).name) for r in sorted(self.eps)]
-                accuracies = [a for a in accuracies if a is not None]
+                found = [results.get(base.with_eps(r).name) for r in sorted(self.eps)]
+                accuracies = [a for a in found if a is not None]
                 if any(later > earlier + _ACC_TOLERANCE for earlier, later in zip(accuracies, accuracies[1:], strict=False)):
                     flags["acc_rises_with_eps"] = True
         for attack in self.attacks:

@@ -71,12 +71,12 @@ if TYPE_CHECKING:
         SyntheticThermalDataModule,
         generate_thermal_scenes,
     )
-    from robust_lightning.datamodules.thermal_styles import (
-        SyntheticThermalStylesDataModule,
-        ThermalStyle,
-    )
     from robust_lightning.datamodules.synthetic_digits import SyntheticDigitsDataModule
     from robust_lightning.datamodules.text import (
         TextBackdoorDataModule,
         generate_sentiment_corpus,
+    )
+    from robust_lightning.datamodules.thermal_styles import (
+        SyntheticThermalStylesDataModule,
+        ThermalStyle,
     )

@@ -52,6 +52,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from robust_lightning._extras import require
 from robust_lightning.datamodules._common import (
@@ -334,6 +335,7 @@ class AudioQualityDataModule(LightningDataModule):
     def num_content_types(self) -> int:
         return len(self.content_type_names)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
@@ -378,15 +380,19 @@ class AudioQualityDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("train", shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("val", shuffle=False)
 
+    @override
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("test", shuffle=False)
 
+    @override
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("test", shuffle=False)
 
@@ -431,6 +437,7 @@ class AudioQualityCSVDataModule(AudioQualityDataModule):
                          features_dir, feature_layout, num_frames)
         self.split_files = {"train": train_csv, "val": val_csv, "test": test_csv}
 
+    @override
     def read_split(self, split: Literal["train", "val", "test"]) -> list[AudioRecord] | None:
         name = self.split_files[split]
         if name is None:
@@ -529,6 +536,7 @@ class AudioMOSTrack2DataModule(AudioQualityDataModule):
             corpus = relative[0] if len(relative) > 1 else "unknown"
         return path, corpus
 
+    @override
     def read_split(self, split: Literal["train", "val", "test"]) -> list[AudioRecord] | None:
         name = self.split_files[split]
         if name is None:
@@ -601,6 +609,7 @@ class SpuriousCueSpeechDataModule(AudioQualityCSVDataModule):
             raise ValueError(f"content_types must be a list of names from {CONTENT_TYPES}, got {content_types!r}")
         _check_corpus_args(_CorpusParams(**{**self.generation, "clip_seconds": float(clip_seconds)}))
 
+    @override
     def prepare_data(self) -> None:
         if self.generate_if_missing:
             generate_spurious_cue_corpus(self.root, **self.generation)
@@ -610,6 +619,7 @@ class SpuriousCueSpeechDataModule(AudioQualityCSVDataModule):
                 "robust_lightning.datamodules.audio_quality.generate_spurious_cue_corpus(root)"
             )
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         # prepare_data runs only on the first rank/process; generation is idempotent and
         # atomic, so calling it here too covers direct setup() calls and other ranks.

@@ -175,7 +175,7 @@ def _formant_speech(utterance: _Utterance, sample_rate: int, rng: np.random.Gene
         phase = np.cumsum(f0 / sample_rate)
         source = (phase % 1.0) - 0.5  # sawtooth: harmonics at multiples of f0
         voiced = np.zeros(n)
-        for formant, bandwidth in zip(vowels[rng.integers(len(vowels))], (80, 100, 120)):
+        for formant, bandwidth in zip(vowels[rng.integers(len(vowels))], (80, 100, 120), strict=False):
             r = math.exp(-math.pi * bandwidth / sample_rate)
             a = [1.0, -2 * r * math.cos(2 * math.pi * formant / sample_rate), r * r]
             voiced += lfilter([1.0 - r], a, source)
@@ -471,7 +471,7 @@ def _write_corpus(out: Path, p: _CorpusParams, source: str) -> None:
             audio = [_formant_speech(u, p.sample_rate, np.random.default_rng([p.seed, k]))
                      for k, (_, _, u) in enumerate(flat)]
     waves: dict[str, list[np.ndarray]] = {split: [] for split in split_sizes}
-    for (split, _, _), a in zip(flat, audio):
+    for (split, _, _), a in zip(flat, audio, strict=False):
         waves[split].append(a / (np.max(np.abs(a)) or 1.0))
 
     header = ["path", *ASPECTS, "domain", "system", "content_type", "sample_id", "degradation",

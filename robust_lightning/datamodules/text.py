@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from robust_lightning._extras import check_installed
 from robust_lightning.attacks.text import TextPoisoner
@@ -379,6 +380,7 @@ class TextBackdoorDataModule(LightningDataModule):
             return {"train": corpus[n_test:], "test": corpus[:n_test]}
         return _READERS[self.dataset](self.data_dir)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -422,15 +424,18 @@ class TextBackdoorDataModule(LightningDataModule):
                           collate_fn=_Collate(self.tokenizer, self.max_length), num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed))
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
+    @override
     def val_dataloader(self) -> list[DataLoader]:
         loaders = [self._loader("val", shuffle=False)]
         if "val_triggered" in self.splits:
             loaders.append(self._loader("val_triggered", shuffle=False))
         return loaders
 
+    @override
     def test_dataloader(self) -> list[DataLoader]:
         loaders = [self._loader("test", shuffle=False)]
         if "test_triggered" in self.splits:

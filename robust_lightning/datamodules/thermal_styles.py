@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from robust_lightning.datamodules._common import EpochShuffleSampler, check_positive_int
 from robust_lightning.datamodules.infrared import (
@@ -214,15 +215,18 @@ class SyntheticThermalStylesDataModule(SyntheticThermalDataModule):
             batch["images"] = self.pseudo_views(batch["images"], batch["image_ids"].tolist())[0]
         return batch
 
+    @override
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self._dataset("train")
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(dataset),
                           collate_fn=self._collate_train, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    @override
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
         return DataLoader(self._dataset("test"), batch_size=self.eval_batch_size, collate_fn=self._collate_test,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
+    @override
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self.test_dataloader()

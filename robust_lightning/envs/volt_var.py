@@ -45,6 +45,7 @@ gym = require("gymnasium", "rl")
 # there, so a missing extra fails at import with the install line rather than mid-episode.
 check_installed("pandapower", "rl")
 from gymnasium.vector import AutoresetMode, VectorEnv  # noqa: E402  (after the extra check)
+from typing_extensions import override
 
 __all__ = [
     "POWER_FLOWS",
@@ -310,7 +311,8 @@ class EpisodeStats:
     def summary(self) -> dict[str, float]:
         """``return`` (mean per-day sum of rewards), ``violation_rate`` (fraction of steps with any
         bus outside the band, 1 − MAPDN's controllable rate), ``bus_violation_rate`` (fraction of
-        (step, bus) pairs outside), ``q_use`` (mean |q| per inverter, MVAr)."""
+        (step, bus) pairs outside), ``q_use`` (mean |q| per inverter, MVAr).
+        """
         outside = (self.vm_pu < self.v_min) | (self.vm_pu > self.v_max)
         return {
             "return": float(self.rewards.sum(0).mean()),
@@ -441,10 +443,12 @@ class VoltVarVectorEnv(VectorEnv):
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
 
     # -- gymnasium API ---------------------------------------------------------------------
+    @override
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start new days: ``options={"days": [...]}`` picks them (``num_envs`` days now, any
         further ones are used by the following autoresets, in order), else they are drawn
-        from the split's pool with the env's seeded generator."""
+        from the split's pool with the env's seeded generator.
+        """
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
         days = (options or {}).get("days")
@@ -462,6 +466,7 @@ class VoltVarVectorEnv(VectorEnv):
             self._start_days(self._next_days())
         return self._observation(), {"day": self.days}
 
+    @override
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.action_dim):
@@ -531,6 +536,7 @@ class VoltVarEnv(gym.Env):
         """The one-environment vector env doing the work."""
         return self._vector
 
+    @override
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         day = (options or {}).get("day")
@@ -538,6 +544,7 @@ class VoltVarEnv(gym.Env):
         obs, info = self._vector.reset(seed=seed, options=vector_options)
         return obs[0], {k: v[0] for k, v in info.items()}
 
+    @override
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self._vector.step(np.asarray(action)[None])
         if truncated[0]:

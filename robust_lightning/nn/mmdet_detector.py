@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._checkpoint import check_checkpoint_file, load_checkpoint
 from robust_lightning._validation import check_positive_int
@@ -264,5 +265,6 @@ class MMDetDetector(nn.Module):
         results = self.detector.predict(inputs, samples, rescale=False)
         return [r.pred_instances for r in results]
 
+    @override
     def forward(self, images: Tensor, samples: list[Any]) -> dict[str, Tensor]:
         return self.loss(images, samples)

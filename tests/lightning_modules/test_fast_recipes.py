@@ -73,7 +73,7 @@ def test_free_at_makes_m_updates_per_batch_and_carries_the_perturbation(tmp_path
     assert len(recorder.inputs) == 2 * replays
     first_batch, second_batch = recorder.batches
     seen = [inputs - batch for inputs, batch in
-            zip(recorder.inputs, [first_batch] * replays + [second_batch] * replays)]
+            zip(recorder.inputs, [first_batch] * replays + [second_batch] * replays, strict=False)]
     # The perturbation starts at zero once; each replay moves it by eps * sign(grad), clipped.
     assert seen[0].abs().max() == 0
     for delta in seen:
@@ -153,7 +153,7 @@ def test_grad_align_defaults_to_train_mode_and_trains(tmp_path: Path) -> None:
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     assert float(trainer.callback_metrics["train/grad_align_reg"]) > 0
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=False))
 
 
 # -- FAT ----------------------------------------------------------------------------------

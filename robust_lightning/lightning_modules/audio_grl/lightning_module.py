@@ -237,6 +237,7 @@ class AudioQualityGRL(RobustMethod):
             }) for stage in ("train", "val", "test")
         })
 
+    @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.aspects is None:
@@ -313,6 +314,7 @@ class AudioQualityGRL(RobustMethod):
             return self.frontend(waveform, lengths).float()
         return self.feature_cache(self.frontend, waveform, lengths, batch.get("key"))
 
+    @override
     def forward(self, features: Tensor) -> dict[str, Any]:
         """Network outputs (``z``, ``mean``, ``scale_tril``, ``domain_logits``) for features."""
         if self.net is None:
@@ -380,6 +382,7 @@ class AudioQualityGRL(RobustMethod):
             getattr(self, f"kmeans_{spec['name']}").copy_(torch.as_tensor(km.cluster_centers_, dtype=torch.float32))
         self.kmeans_fitted.fill_(True)
 
+    @override
     def on_train_start(self) -> None:
         if any(s["strategy"] == "kmeans" for s in self.domain_specs) and not bool(self.kmeans_fitted):
             loader = self.trainer.train_dataloader
@@ -421,6 +424,7 @@ class AudioQualityGRL(RobustMethod):
             self.log(f"{stage}/domain_acc/{name}", accuracy, prog_bar=stage != "train", batch_size=batch_size)
         return total
 
+    @override
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         assert self.net is not None
         features = self.features(batch)
@@ -452,7 +456,7 @@ class AudioQualityGRL(RobustMethod):
         for level, results in (("", values), ("sys_", system)):
             for metric, per_aspect in results.items():
                 per_aspect = per_aspect.reshape(-1)
-                for aspect, value in zip(self.aspects, per_aspect):
+                for aspect, value in zip(self.aspects, per_aspect, strict=False):
                     self.log(f"{stage}/{level}{metric}/{aspect}", value)
                 self.log(f"{stage}/{level}{metric}", per_aspect.nanmean(), prog_bar=metric == "srcc" and not level)
         self.metrics[stage].reset()

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._checkpoint import load_checkpoint
 from robust_lightning._extras import require
@@ -82,6 +83,7 @@ class Frontend(nn.Module):
     def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
+    @override
     def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         if waveform.dim() != 2:
             raise ValueError(f"{type(self).__name__} expects waveforms (B, N), got {tuple(waveform.shape)}")
@@ -136,6 +138,7 @@ class ModuleFrontend(Frontend):
         self._weights_hash: str | None = None
         self.freeze()
 
+    @override
     def config(self) -> dict[str, Any]:
         # The module's repr names its class and hyper-parameters; the weights' hash tells two
         # checkpoints of one architecture apart (computed once: the weights are frozen).
@@ -149,6 +152,7 @@ class ModuleFrontend(Frontend):
         return {"module": repr(self.module), "weights": self._weights_hash, "time_first": self.time_first,
                 "log": self.log, "floor": self.floor}
 
+    @override
     def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         output = self.module(waveform, lengths) if self._takes_lengths else self.module(waveform)
         if isinstance(output, (tuple, list)):
@@ -200,9 +204,11 @@ class LogMelFrontend(Frontend):
         self.floor = floor
         self.freeze()
 
+    @override
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
+    @override
     def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         return torch.log(self.mel(waveform.float()) + self.floor)
 
@@ -274,9 +280,11 @@ class TorchaudioSSLFrontend(Frontend):
                             random_weights=random_weights)
         self.freeze()
 
+    @override
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
+    @override
     def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         x = waveform.float()
         if self.normalize_waveform:
@@ -316,9 +324,11 @@ class HFWav2Vec2Frontend(Frontend):
                             weights=[_file_signature(str(Path(path) / w)) for w in weights])
         self.freeze()
 
+    @override
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
+    @override
     def extract(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         x = waveform.float()
         if self.normalize_waveform:
@@ -467,6 +477,7 @@ class QualityEncoder(nn.Module):
         self.in_channels, self.num_frames = in_channels, num_frames
         self.out_features = channels * frames
 
+    @override
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() != 3 or features.shape[1:] != (self.in_channels, self.num_frames):
             raise ValueError(
@@ -507,6 +518,7 @@ class QualityHead(nn.Module):
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
 
+    @override
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         """Returns ``(mean (B, k), scale_tril (B, k, k) or None)`` on the score scale."""
         raw = self.net(z)
@@ -559,6 +571,7 @@ class DomainClassifier(nn.Module):
         self.num_domains = num_domains
         self.net = mlp(in_features, hidden, num_domains)
 
+    @override
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
@@ -606,6 +619,7 @@ class AudioQualityGRLNet(nn.Module):
         reversed_z = self.grl(z) if self.adversarial else z.detach()
         return {name: head(reversed_z) for name, head in self.domain_heads.items()}
 
+    @override
     def forward(self, features: Tensor) -> dict[str, Any]:
         """Returns ``{"z", "mean", "scale_tril", "domain_logits"}`` for features ``(B, C, T)``."""
         z = self.encoder(features)

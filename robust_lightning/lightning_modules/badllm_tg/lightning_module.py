@@ -113,6 +113,7 @@ class TextClassifier(RobustMethod):
             raise ValueError("TextClassifier needs a datamodule with a `tokenizer` (e.g. TextBackdoorDataModule)")
         return tok
 
+    @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.target_label is None:
@@ -133,6 +134,7 @@ class TextClassifier(RobustMethod):
                                    stages=("val", "test"))
 
     # --- steps ----------------------------------------------------------------------------
+    @override
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
@@ -140,6 +142,7 @@ class TextClassifier(RobustMethod):
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = F.cross_entropy(logits, batch["labels"])
@@ -176,6 +179,7 @@ class TextClassifier(RobustMethod):
     def optimizer_parameters(self) -> Any:
         return self.model.parameters()
 
+    @override
     def on_fit_end(self) -> None:
         if self.export_dir is not None and self.trainer.is_global_zero:
             self.model.save_pretrained(self.export_dir)
@@ -294,6 +298,7 @@ class BackdoorDefense(TextClassifier):
         self._torch_gen = torch.Generator().manual_seed(seed)
         self._pool_state: dict[str, Any] | None = None
 
+    @override
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if self.generator is not None:
@@ -349,6 +354,7 @@ class BackdoorDefense(TextClassifier):
         self.model.train(was_training)
         return history
 
+    @override
     def on_train_epoch_start(self) -> None:
         history = self.generate_round()
         last = history[-1]
@@ -364,12 +370,14 @@ class BackdoorDefense(TextClassifier):
 
     def triggered(self, text: str) -> str:
         """``text`` with 1-``max_triggers_per_sample`` distinct pooled triggers, each at its own
-        random word position (unchanged while the pool is empty)."""
+        random word position (unchanged while the pool is empty).
+        """
         k = self._rng.randint(1, self.max_triggers_per_sample)
         for trigger in self.generator.pool.draw(self._rng, self.pool_temperature, k):
             text = insert_trigger(text, trigger, self._rng)
         return text
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         texts, labels = list(batch["text"]), batch["labels"]  # true labels, also for triggered samples
         if self.generator is not None and self.generator.pool.items and self.defense_ratio > 0:
@@ -387,6 +395,7 @@ class BackdoorDefense(TextClassifier):
         self.log("train/acc", (logits.argmax(1) == labels).float().mean(), batch_size=len(labels))
         return loss
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.generator is not None:
             checkpoint["badllm_tg_pool"] = self.generator.pool.state_dict()

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning._extras import check_installed
 from robust_lightning._validation import check_positive_int
@@ -159,7 +160,7 @@ class ReplayPool:
 
     def add(self, triggers: Sequence[str], rewards: Sequence[float]) -> None:
         best = {t: r for r, t in self.items}
-        for t, r in zip(triggers, rewards):
+        for t, r in zip(triggers, rewards, strict=False):
             if t.strip():
                 best[t] = max(float(r), best.get(t, float("-inf")))
         self.items = sorted(((r, t) for t, r in best.items()), reverse=True)[: self.capacity]
@@ -199,7 +200,7 @@ class ReplayPool:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.capacity = int(state["capacity"])
-        self.items = list(zip(state["rewards"], state["triggers"]))
+        self.items = list(zip(state["rewards"], state["triggers"], strict=False))
 
 
 class TriggerGenerator(nn.Module):
@@ -275,9 +276,11 @@ class TriggerGenerator(nn.Module):
         self.pool = ReplayPool(pool_size)
         self.train()
 
+    @override
     def train(self, mode: bool = True) -> TriggerGenerator:
         """Dropout stays off in both policies (as RLHF trainers do): with it, sampling, the
-        policy-gradient log-probabilities and the KL would each see a different network."""
+        policy-gradient log-probabilities and the KL would each see a different network.
+        """
         super().train(mode)
         self.policy.eval()
         self.reference.eval()
@@ -309,8 +312,8 @@ class TriggerGenerator(nn.Module):
     def decode(self, tokens: Tensor, valid: Tensor) -> list[str]:
         """Trigger strings (words before ``eos``)."""
         out = []
-        for row, ok in zip(tokens.tolist(), valid.tolist()):
-            words = [t for t, v in zip(row, ok) if v and t != self.eos_id]
+        for row, ok in zip(tokens.tolist(), valid.tolist(), strict=False):
+            words = [t for t, v in zip(row, ok, strict=False) if v and t != self.eos_id]
             out.append(self.tokenizer.decode(words, skip_special_tokens=True).strip())
         return out
 

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from robust_lightning.errors import InvalidArgumentError
 
@@ -61,11 +62,13 @@ __all__ = [
 
 
 class _ScaleGradient(torch.autograd.Function):
+    @override
     @staticmethod
     def forward(ctx, x: Tensor, weight: float) -> Tensor:  # type: ignore[override]
         ctx.weight = weight
         return x.view_as(x)
 
+    @override
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return ctx.weight * grad, None
@@ -106,6 +109,7 @@ class ImageDomainHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.001)
                 nn.init.zeros_(module.bias)
 
+    @override
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Domain logits ``(B, 1, H_l, W_l)`` per level."""
         if len(features) != len(self.levels):
@@ -136,6 +140,7 @@ class InstanceDomainHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 nn.init.zeros_(module.bias)
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         """Domain logits ``(N, 1)`` of ``(N, in_channels)`` instance features."""
         return self.net(x)
@@ -302,6 +307,7 @@ class EMATeacher(nn.Module):
                 new_state[key] = student_state[key].clone()
         self.model.load_state_dict(new_state)
 
+    @override
     def train(self, mode: bool = True) -> EMATeacher:
         # The teacher labels in eval mode whatever the parent's mode (teacher.py sets
         # m.training = False on every module before predicting).

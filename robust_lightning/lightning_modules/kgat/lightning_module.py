@@ -156,6 +156,7 @@ class KGATDetector(RobustMethod):
         return relation.float()
 
     # ----------------------------------------------------------------------------------- setup
+    @override
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         classes = getattr(datamodule, "num_classes", None)
@@ -182,6 +183,7 @@ class KGATDetector(RobustMethod):
         state = checkpoint.get("kgat_attack_generator")
         self._generators.load_state(state)
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kgat_attack_generator"] = self._generators.state()
 
@@ -231,6 +233,7 @@ class KGATDetector(RobustMethod):
         }
 
     # ------------------------------------------------------------------------------ training
+    @override
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images: Tensor = batch["images"]
         boxes, labels = list(batch["boxes"]), list(batch["labels"])

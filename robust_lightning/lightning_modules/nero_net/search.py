@@ -109,7 +109,7 @@ class FitnessConfig:
 
 
 def robust_fitness(clean_acc: float, fgsm_acc: float, threshold: float, robust_weight: float = 1.0) -> float:
-    """NERO-Net's thresholded fitness; our exact formula.
+    r"""NERO-Net's thresholded fitness; our exact formula.
 
     .. math::
         f = \\begin{cases} a_{clean} & a_{clean} < \\tau \\\\
@@ -174,7 +174,7 @@ class _Distributed:
         padded[: data.numel()] = data
         gathered = [torch.zeros_like(padded) for _ in range(self.world)]
         dist.all_gather(gathered, padded, group=self.group)
-        return [json.loads(bytes(t[: int(s.item())].tolist()).decode()) for t, s in zip(gathered, sizes)]
+        return [json.loads(bytes(t[: int(s.item())].tolist()).decode()) for t, s in zip(gathered, sizes, strict=False)]
 
     def barrier(self) -> None:
         if self.active:
@@ -188,7 +188,8 @@ class _Distributed:
 # -- training and evaluation of one individual -----------------------------------------
 def _make_optimizer(learning: dict[str, Any], params: Any) -> torch.optim.Optimizer:
     """The genotype's learning block as a torch optimizer (Fast-DENSER's gradient-descent /
-    rmsprop / adam; "decay" is read as L2 weight decay -- our reading)."""
+    rmsprop / adam; "decay" is read as L2 weight decay -- our reading).
+    """
     opt = learning["optimizer"]
     if opt == "sgd":
         return torch.optim.SGD(params, lr=learning["lr"], momentum=learning["momentum"],
@@ -207,7 +208,7 @@ def _accuracy(model: nn.Module, loader: DataLoader, device: torch.device, attack
         x, y = x.to(device), y.to(device)
         if attack is not None and attack.eps > 0:
             with attack_mode(model):
-                x = attack(lambda inputs: F.cross_entropy(model(inputs), y, reduction="none"), x)
+                x = attack(lambda inputs, y=y: F.cross_entropy(model(inputs), y, reduction="none"), x)
         with torch.no_grad():
             correct += int((model(x).argmax(dim=1) == y).sum())
         total += int(y.numel())
@@ -604,7 +605,8 @@ _STATE_KEYS = ("format", "settings", "generation", "parent", "history", "input_s
 
 def _check_state(state: dict[str, Any], path: Path) -> None:
     """A parsed state is self-consistent: one history entry per finished generation, a parent
-    once a generation has finished. Anything else was not written by a finished generation."""
+    once a generation has finished. Anything else was not written by a finished generation.
+    """
     generation, history, parent = state["generation"], state["history"], state["parent"]
     if isinstance(generation, bool) or not isinstance(generation, int) or generation < -1:
         raise CheckpointError(f"{path}: 'generation' must be an int >= -1, got {generation!r}; it was not used")

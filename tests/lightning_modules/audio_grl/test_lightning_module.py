@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from benchmarks.experiments.audio_grl import run_spurious_cue_experiment
 from robust_lightning.datamodules.audio_quality import (
     ASPECTS,
     AudioQualityCSVDataModule,
@@ -25,7 +26,6 @@ from robust_lightning.lightning_modules.audio_grl import (
     SystemLevelCorrelation,
     domain_probe_accuracy,
 )
-from benchmarks.experiments.audio_grl import run_spurious_cue_experiment
 
 
 def _trainer(**kwargs: object) -> pl.Trainer:
@@ -266,7 +266,7 @@ def test_dann_schedule_ramps_lambda(tmp_path: Path) -> None:
             seen.append(module.net.grl.lambda_)  # type: ignore[union-attr]
 
     _trainer(max_epochs=2, limit_val_batches=0, callbacks=[Record()]).fit(model, dm)
-    assert seen[0] == 0.0 and all(a < b for a, b in zip(seen, seen[1:])) and 0.3 < seen[-1] < 0.5
+    assert seen[0] == 0.0 and all(a < b for a, b in zip(seen, seen[1:], strict=False)) and 0.3 < seen[-1] < 0.5
 
 
 def test_lr_scheduler_is_stepped(tmp_path: Path) -> None:

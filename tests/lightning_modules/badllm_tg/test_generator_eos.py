@@ -9,10 +9,10 @@ import lightning.pytorch as pl
 import pytest
 from transformers import BertTokenizerFast
 
+from benchmarks.experiments.badllm_tg import TINY_BERT, TINY_GPT2
 from robust_lightning.datamodules.text import TextBackdoorDataModule
 from robust_lightning.errors import InvalidArgumentError, MissingFileError
 from robust_lightning.lightning_modules.badllm_tg import BackdoorDefense, TextClassifier, TriggerGenerator
-from benchmarks.experiments.badllm_tg import TINY_BERT, TINY_GPT2
 
 
 def _bert_tokenizer(folder: Path) -> Path:
