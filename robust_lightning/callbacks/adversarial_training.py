@@ -99,6 +99,12 @@ class AdversarialTraining(Callback):
         new_batch = protocol_method(pl_module, "with_adversarial_inputs")(batch, inputs_adv)
         replace_batch_contents(batch, new_batch)
 
+    @property
+    @override
+    def state_key(self) -> str:
+        # Distinct per attack, so two AdversarialTraining callbacks never share a checkpoint slot.
+        return self._generate_state_key(attack=getattr(self.attack, "name", type(self.attack).__name__))
+
     @override
     def state_dict(self) -> dict[str, Any]:
         return {"generator_state": self._rng.state()}

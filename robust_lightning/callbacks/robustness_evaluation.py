@@ -676,9 +676,24 @@ class RobustnessEvaluation(Callback):
             lines = [f"  {k:<{width}}  {v:.4f}" for k, v in sorted(rows.items())]
             rank_zero_info("Final validation accuracy (clean and under attack):\n" + "\n".join(lines))
 
+    @property
+    @override
+    def state_key(self) -> str:
+        # Two evaluations in one Trainer (e.g. L-inf and L2 suites) keep separate states.
+        return self._generate_state_key(attacks=[attack.name for attack in self.attacks])
+
     @override
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # The attack streams restart from the seed every evaluation epoch, so the seed is the
+        # whole state: a resumed run evaluates with the random starts of the run it continues.
+        seed = state_dict.get("seed", self.seed)
+        if seed != self.seed:
+            self.seed = seed
+            self._rng = RankGenerator(seed)
 
 
 REPORT_FIELDS = ("attack", "norm", "eps", "accuracy", "success_rate", "linf_mean", "linf_median",

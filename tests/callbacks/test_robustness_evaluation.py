@@ -307,3 +307,13 @@ def test_non_attacks_are_rejected():
 def test_invalid_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         RobustnessEvaluation([strong_attack()], **kwargs)
+
+
+def test_two_evaluations_keep_separate_checkpoint_states_and_the_seed_round_trips() -> None:
+    linf = RobustnessEvaluation(attacks=[PGD(eps=0.1, steps=2)], seed=3)
+    other = RobustnessEvaluation(attacks=[FGSM(eps=0.1)], seed=3)
+    assert linf.state_key != other.state_key  # Lightning stores callback state under state_key
+    resumed = RobustnessEvaluation(attacks=[PGD(eps=0.1, steps=2)], seed=5)
+    assert resumed.state_key == linf.state_key
+    resumed.load_state_dict(linf.state_dict())
+    assert resumed.seed == 3 and resumed.state_dict() == linf.state_dict()
