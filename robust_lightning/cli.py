@@ -436,8 +436,18 @@ def _argument_error_message(error: BaseException, subcommand: str | None) -> str
     lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     keys = re.findall(r'Parser key "([^"]+)"', text)
-    expected = [line for line in lines if line.startswith("Expected") and "NoneType" not in line]
     help_hint = f"`robust-lightning {subcommand or 'SUBCOMMAND'} --help` lists the arguments and their types"
+    # A class_path that cannot be imported: the reason sits in the chained causes, below the
+    # Union report (which would only say "Expected NoneType").
+    cause: BaseException | None = error
+    while cause is not None:
+        problem = re.search(r"Problem with given class_path '([^']+)':\s*\n\s*(.+)", str(cause))
+        if problem and "Parser key" not in problem.group(2):
+            argument = f"{keys[0]}.class_path" if keys else "class_path"
+            return (f"--{argument}: cannot use {problem.group(1)!r} ({problem.group(2).strip()})\n"
+                    f"  ({help_hint})")
+        cause = cause.__cause__ or cause.__context__
+    expected = [line for line in lines if line.startswith("Expected") and "NoneType" not in line]
     if keys and expected:
         argument = ".init_args.".join(keys) if "class_path" in text else keys[0]
         match = re.match(r"Expected (?:an? )?(.*?)(?:\.? Got value: (.*))?$", expected[-1])
