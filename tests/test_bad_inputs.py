@@ -57,9 +57,7 @@ from tests.data.cifar10 import write_fake_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What the CLI exits with for a UserError or an argument error (packaging issue: one line,
-#: exit 2, no traceback). Until that CLI lands, the message is asserted and the exit-code /
-#: no-traceback part marks the case xfail (non-strict) instead of failing.
+#: What the CLI exits with for a UserError or an argument error: one line, exit 2, no traceback.
 CLI_EXIT_CODE_FOR_USER_ERRORS = 2
 
 
@@ -465,9 +463,8 @@ def _assert_user_error(result: subprocess.CompletedProcess[str], *names: str) ->
     for name in names:
         assert name in result.stderr, result.stderr[-3000:]
     assert not re.search(r"(?<!save_)weights_only=False", result.stderr), "never suggest unsafe loading"
-    if result.returncode != CLI_EXIT_CODE_FOR_USER_ERRORS or "Traceback (most recent call last)" in result.stderr:
-        pytest.xfail(f"message names {names}; exit code {result.returncode} / traceback until the packaging CLI's "
-                     "one-line user errors land")
+    assert result.returncode == CLI_EXIT_CODE_FOR_USER_ERRORS, (result.returncode, result.stderr[-3000:])
+    assert "Traceback (most recent call last)" not in result.stderr, result.stderr[-3000:]
 
 
 DIGITS = str(REPO / "configs" / "classifier" / "digits_pgd_at.yaml")

@@ -71,8 +71,11 @@ def test_cifar10_evolve_config_runs_on_generated_batches(tmp_path: Path, monkeyp
 def test_evolve_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="offspring must be an int >= 1"):
+    # A bad value found by our own validation is a user error: one line, exit 2, no traceback.
+    with pytest.raises(SystemExit) as exit_info:
         main(["evolve", "--config", str(EVOLVE / "digits.yaml"), "--offspring=0"])
+    assert exit_info.value.code == 2
+    assert "offspring must be an int >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evolve", "--config", str(EVOLVE / "digits.yaml"), "--fitness.threshold=high"])
     assert "threshold" in capsys.readouterr().err
