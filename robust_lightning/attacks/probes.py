@@ -12,7 +12,6 @@ import them from here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust_lightning._validation import check_number
 from robust_lightning.attacks.core import attack_mode
 
 __all__ = [
@@ -45,9 +45,7 @@ _SPREAD_FLOOR = 1e-30
 
 def check_baseline(baseline: Any) -> float:
     """``baseline`` as a float, or :class:`ValueError` naming it when it is not a finite number."""
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
-    return float(baseline)
+    return check_number("baseline", baseline)
 
 
 def probe_statistics(
