@@ -76,7 +76,8 @@ class RandomFeasibleFlows(Attack):
 
     def __init__(self, eps: float = 0.7, features: Any = None, max_payload: int = 1460,
                  max_gap_us: float = 1e6) -> None:
-        super().__init__(eps=eps, norm="linf", bounds=(-float("inf"), float("inf")))
+        # The budget is a control box, not an L-p ball: no norm in the name (as ConstrainedPGD).
+        super().__init__(eps=eps, norm="linf", bounds=(-float("inf"), float("inf")), name=f"{CONTROL}_eps{eps:g}")
         self.constraints = FlowConstraints(features, max_payload=max_payload, max_gap_us=max_gap_us)
 
     def __call__(self, loss_fn: Any, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
