@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -31,7 +32,8 @@ class UniformNoise(Attack):
 
     kind = "noise"
 
-    def __call__(self, loss_fn, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, loss_fn: Callable[[Tensor], Tensor], x: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         low, high = self.bounds
         return (x.detach() + (2 * noise - 1) * self.eps).clamp(low, high)
