@@ -1,4 +1,4 @@
-"""DDoS flow detection: standard vs constrained adversarial training, in-dataset and cross-dataset.
+"""DDoS flow detection: standard vs constrained adversarial training and its control, in and across datasets.
 
 Every run trains a :class:`DDoSDetector` on synthetic CIC-IDS2017-style flows (long CSV
 headers, :data:`FLOW_PROFILES["cicids2017"]`) and tests it on the held-out 2017-style split and
@@ -8,11 +8,22 @@ CSV loader. Metrics: detection recall/precision/F1 (attack = positive class) on 
 with every attack flow replaced by the constrained attack's output at each budget ``eps``.
 The last epoch is tested (no checkpoint selection).
 
+Arms (``--recipes``): ``standard``, ``constrained_at`` and its control ``random_feasible``: the
+standard recipe plus ``AdversarialTraining(RandomFeasibleFlows(eps))``, which replaces each
+training attack flow by the feasible flow of one uniform point of the same control box and
+budget (no search, no gradient): the augmentation of constrained AT without its worst case.
+
+``--setting ci`` runs the effect test's shorter setting instead
+(``tests/lightning_modules/ddos/test_effect.py``, :func:`ci_detection_under_attack`: MLP 64-32 on
+1,500 flows whose synthetic corpus *and* split are drawn from the seed, 6 epochs, in-dataset
+only) and writes ``benchmarks/results/ddos_effect_test.json``.
+
 Usage::
 
-    python benchmarks/ddos_synthetic.py                          # MLP + CNN x 2 recipes x 3 seeds
+    python benchmarks/ddos_synthetic.py                          # MLP + CNN x 3 arms x 3 seeds
     python benchmarks/ddos_synthetic.py --models mlp --seeds 0 --epochs 4
     python benchmarks/ddos_synthetic.py --seeds 0 --audit --out benchmarks/results/ddos_synthetic_audit.json
+    python benchmarks/ddos_synthetic.py --setting ci --seeds 0 1 2 3 4   # the effect test's setting
 
 Writes ``benchmarks/results/ddos_synthetic.json`` (settings and one record per run) and prints a
 Markdown table of mean +- sample std (``ddof=1``) over seeds.
@@ -33,10 +44,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robust_lightning.attacks.constrained import ConstrainedPGD, constrained_pgd
+from robust_lightning import AdversarialTraining, Attack
+from robust_lightning.attacks.constrained import CONTROLS, ConstrainedPGD, FlowConstraints, constrained_pgd
 from robust_lightning.datamodules.domain_generalization import (
     DomainGeneralizationDataModule,
 )
@@ -46,6 +59,53 @@ from robust_lightning.lightning_modules.ddos.lightning_module import margin_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOURCE, TARGET = "cic2017", "cse2018"
+CONTROL = "random_feasible"
+ARMS = ("standard", CONTROL, "constrained_at")
+CI_KEY = "test/recall_adv/cpgd10_eps0.7"
+
+
+class RandomFeasibleFlows(Attack):
+    """Constrained AT's control: each flow moved to one uniform point of the attacker's control box.
+
+    Same feasible set and budget as :class:`ConstrainedPGD` (``u ~ U[0, eps]^4`` through
+    :meth:`FlowConstraints.apply`), but no corner or random search and no gradient step, so
+    training on it is augmentation with feasible perturbations that are not the worst case.
+    """
+
+    kind = CONTROL
+
+    def __init__(self, eps: float = 0.7, features: Any = None, max_payload: int = 1460,
+                 max_gap_us: float = 1e6) -> None:
+        # The budget is a control box, not an L-p ball: no norm in the name (as ConstrainedPGD).
+        super().__init__(eps=eps, norm="linf", bounds=(-float("inf"), float("inf")), name=f"{CONTROL}_eps{eps:g}")
+        self.constraints = FlowConstraints(features, max_payload=max_payload, max_gap_us=max_gap_us)
+
+    def __call__(self, loss_fn: Any, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            u = torch.rand(x.shape[0], len(CONTROLS), generator=generator, device=x.device, dtype=x.dtype)
+            return self.constraints.apply(x.detach(), u * self.eps, self.eps)
+
+
+def arm_callbacks(arm: str, eps: float) -> list[pl.Callback]:
+    """The control's augmentation callback; the other arms' attacks come from their recipe."""
+    return [AdversarialTraining(RandomFeasibleFlows(eps=eps))] if arm == CONTROL else []
+
+
+def ci_detection_under_attack(arm: str, seed: int, root: Path, flows: int = 1500, epochs: int = 6) -> dict[str, float]:
+    """The effect test's run: corpus and split of ``seed``, MLP 64-32, eps 0.7, 6 epochs, last epoch tested."""
+    pl.seed_everything(seed, verbose=False)
+    data = FlowDataModule(str(root / f"cicids2017_seed{seed}"), synthetic="cicids2017", synthetic_flows=flows,
+                          synthetic_files=1, synthetic_seed=seed, seed=seed, batch_size=64, eval_batch_size=1024)
+    model = DDoSDetector(TabularMLP(len(DEFAULT_FEATURES), hidden=(64, 32)),
+                         recipe="standard" if arm == CONTROL else arm, eps=0.7, steps=3, search=8,
+                         eval_eps=[0.7], eval_steps=10, eval_restarts=2, eval_search=32,
+                         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4))
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=arm_callbacks(arm, 0.7))
+    trainer.fit(model, datamodule=data)
+    (results,) = trainer.test(model, datamodule=data, verbose=False)
+    return results
 
 
 def make_data(args: argparse.Namespace, seed: int) -> DomainGeneralizationDataModule:
@@ -58,10 +118,10 @@ def make_data(args: argparse.Namespace, seed: int) -> DomainGeneralizationDataMo
     return DomainGeneralizationDataModule(source, {TARGET: target}, source_name=SOURCE)
 
 
-def make_model(args: argparse.Namespace, kind: str, recipe: str) -> DDoSDetector:
+def make_model(args: argparse.Namespace, kind: str, arm: str) -> DDoSDetector:
     width = len(DEFAULT_FEATURES)
     network = TabularMLP(width, hidden=(128, 64)) if kind == "mlp" else TabularCNN(width, channels=(16, 32), hidden=64)
-    return DDoSDetector(network, recipe=recipe, eps=args.eps, steps=args.steps, search=args.search,
+    return DDoSDetector(network, recipe="standard" if arm == CONTROL else arm, eps=args.eps, steps=args.steps, search=args.search,
                         eval_eps=args.eval_eps, eval_steps=args.eval_steps, eval_restarts=args.eval_restarts,
                         eval_search=args.eval_search,
                         optimizer=lambda p: torch.optim.AdamW(p, lr=args.lr, weight_decay=1e-4))
@@ -72,7 +132,8 @@ def run(args: argparse.Namespace, kind: str, recipe: str, seed: int) -> dict[str
     data = make_data(args, seed)
     model = make_model(args, kind, recipe)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=args.epochs, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=arm_callbacks(recipe, args.eps))
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     train_s = time.perf_counter() - start
@@ -163,11 +224,35 @@ def audit_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def ci_main(args: argparse.Namespace, out: Path) -> None:
+    """Every arm of :func:`ci_detection_under_attack` per seed, one JSON row per seed."""
+    rows = []
+    for seed in args.seeds:
+        row: dict[str, Any] = {"seed": seed}
+        for arm in args.recipes:
+            start = time.perf_counter()
+            results = ci_detection_under_attack(arm, seed, Path(args.data_dir))
+            row[arm] = {"recall": round(float(results["test/recall"]), 4), "attacked_recall": round(float(results[CI_KEY]), 4),
+                        "seconds": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"setting": "ci", "flows": 1500, "epochs": 6, "model": "mlp 64-32", "eps": 0.7, "attacked": CI_KEY,
+                "threads": args.threads, "torch": torch.__version__}
+    out.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1) + "\n")
+    print("| seed | " + " | ".join(f"recall, {a} | attacked recall, {a}" for a in args.recipes) + " |")
+    print("|---|" + "---|---|" * len(args.recipes))
+    for row in rows:
+        print(f"| {row['seed']} | " + " | ".join(f"{row[a]['recall']:.3f} | {row[a]['attacked_recall']:.3f}"
+                                                for a in args.recipes) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
-    parser.add_argument("--recipes", nargs="+", default=["standard", "constrained_at"],
-                        choices=["standard", "constrained_at"])
+    parser.add_argument("--recipes", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--setting", default="readme", choices=["readme", "ci"],
+                        help="readme: the README tables; ci: the effect test's shorter setting")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--flows", type=int, default=6000, help="2017-style flows (train/val/test)")
     parser.add_argument("--target-flows", type=int, default=4000, help="2018-style flows (half tested)")
@@ -186,13 +271,17 @@ def main() -> None:
     parser.add_argument("--audit-samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=str(RESULTS / "ddos_data"))
-    parser.add_argument("--out", default=str(RESULTS / "ddos_synthetic.json"))
+    parser.add_argument("--out", default=None,
+                        help="default: benchmarks/results/ddos_synthetic.json (ddos_effect_test.json with --setting ci)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("WANDB_MODE", "offline")
-    out = Path(args.out)
+    if args.setting == "ci":
+        ci_main(args, Path(args.out or RESULTS / "ddos_effect_test.json"))
+        return
+    out = Path(args.out or RESULTS / "ddos_synthetic.json")
     records: list[dict[str, Any]] = []
     if out.exists():  # resume: runs already in the file are kept
         previous = json.loads(out.read_text())

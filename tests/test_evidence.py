@@ -1,28 +1,56 @@
-"""End-to-end effect: PGD adversarial training buys robustness on real data (issue #3, item 7)."""
+"""End-to-end effects on real data: PGD-AT (issue #3, item 7; issue #23) and sharpening (issue 5)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch import Tensor
 
-from robust_lightning import PGD, RobustClassifier, RobustnessEvaluation, SmallCNN
+from robust_lightning import PGD, AdversarialTraining, Attack, RobustClassifier, RobustnessEvaluation, SmallCNN
 from robust_lightning.datamodules import DigitsDataModule
 
 EPS = 0.1
 EVAL_ATTACK = PGD(eps=EPS, alpha=EPS / 4, steps=10)
+ROBUST_KEY = f"test/robust_acc/{EVAL_ATTACK.name}"
+# The arms of the PGD-AT effect test: the method, its noise control, and no augmentation at all.
+PGD_AT_ARMS = ("standard", "noise", "pgd_at")
+# PGD-10 accuracy PGD-AT must gain over each other arm on every seed. Measured gains over the
+# noise control 0.588-0.646 (seeds 0-4); the control's own gain over standard 0.008-0.047.
+MARGIN_OVER_NOISE = 0.4
 
 
-def _train_and_test(recipe: str, seed: int, tmp_path: Path) -> dict[str, float]:
+class UniformNoise(Attack):
+    """PGD-AT's random start without its gradient steps: ``clip(x + U(-eps, eps)^d, bounds)``.
+
+    The control for PGD-AT: the same L-inf budget, the same AdversarialTraining path, zero
+    gradient steps, so it trains on perturbations of the same size that are not the worst case.
+    """
+
+    kind = "noise"
+
+    def __call__(self, loss_fn: Callable[[Tensor], Tensor], x: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        low, high = self.bounds
+        return (x.detach() + (2 * noise - 1) * self.eps).clamp(low, high)
+
+
+def _train_and_test(arm: str, seed: int, tmp_path: Path, epochs: int = 5) -> dict[str, float]:
+    """Train SmallCNN on the digits split of ``seed`` with one of :data:`PGD_AT_ARMS`; test under PGD-10."""
     pl.seed_everything(seed, verbose=False)
     model = RobustClassifier(SmallCNN(num_classes=10, in_channels=1), mean=[0.5], std=[0.5],
-                             recipe=recipe, eps=EPS, steps=10,
+                             recipe="standard" if arm == "noise" else arm, eps=EPS, steps=10,
                              optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4))
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=5, limit_val_batches=0, logger=False,
+    callbacks: list[pl.Callback] = [RobustnessEvaluation([EVAL_ATTACK])]
+    if arm == "noise":
+        callbacks.append(AdversarialTraining(UniformNoise(eps=EPS)))
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path, callbacks=[RobustnessEvaluation([EVAL_ATTACK])])
+                         default_root_dir=tmp_path, callbacks=callbacks)
     data = DigitsDataModule(image_size=16, batch_size=64, seed=seed)
     trainer.fit(model, datamodule=data)
     (results,) = trainer.test(model, datamodule=data, verbose=False)
@@ -31,16 +59,27 @@ def _train_and_test(recipe: str, seed: int, tmp_path: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pgd_at_beats_standard_training_under_pgd(seed: int, tmp_path: Path) -> None:
-    standard = _train_and_test("standard", seed, tmp_path)
-    adversarial = _train_and_test("pgd_at", seed, tmp_path)
-    key = f"test/robust_acc/{EVAL_ATTACK.name}"
-    gain = adversarial[key] - standard[key]
-    print(f"seed {seed}: standard clean {standard['test/acc']:.3f} robust {standard[key]:.3f}; "
-          f"PGD-AT clean {adversarial['test/acc']:.3f} robust {adversarial[key]:.3f}")
-    assert adversarial["test/acc"] > 0.80, adversarial
-    assert standard["test/acc"] > 0.80, standard
-    assert gain >= 0.15, f"PGD-AT robust accuracy gain {gain:.3f} < 0.15 ({standard} vs {adversarial})"
+def test_pgd_at_beats_noise_of_its_budget_under_pgd(seed: int, tmp_path: Path, single_thread: None) -> None:
+    """PGD-AT's robust accuracy comes from the worst-case inner maximisation, not from perturbing.
+
+    Control: training on uniform noise in the same L-inf ball (eps = 0.1; PGD-AT's random start
+    with zero gradient steps, through the same AdversarialTraining callback). If robustness came
+    from augmenting with any eps-sized perturbation, the control would match PGD-AT; it falls
+    short by more than the margin on every seed. Standard training is reported beside it. Seeds
+    vary the weights and the digits split. Measured (benchmarks/results/pgd_at_noise_control.json,
+    seeds 0-4; README, "PGD-AT and its noise control"): PGD-10 accuracy standard 0.036-0.100,
+    noise 0.045-0.137, PGD-AT 0.691-0.730.
+    """
+    results = {arm: _train_and_test(arm, seed, tmp_path) for arm in PGD_AT_ARMS}
+    print(f"seed {seed}: " + "; ".join(f"{arm} clean {r['test/acc']:.3f} robust {r[ROBUST_KEY]:.3f}"
+                                       for arm, r in results.items()))
+    for arm, r in results.items():
+        assert r["test/acc"] > 0.80, (arm, r)
+    robust = {arm: r[ROBUST_KEY] for arm, r in results.items()}
+    assert robust["pgd_at"] - robust["noise"] >= MARGIN_OVER_NOISE, results
+    assert robust["pgd_at"] - robust["standard"] >= MARGIN_OVER_NOISE, results
+    # The control fails the margin PGD-AT clears: noise alone buys (almost) no PGD robustness.
+    assert robust["noise"] - robust["standard"] < MARGIN_OVER_NOISE, results
 
 
 # -- Laplacian sharpening against transfer attacks (issue 5, deliverable 4) -----------------------------

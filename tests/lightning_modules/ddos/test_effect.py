@@ -1,50 +1,51 @@
 """Effect test: constrained adversarial training keeps DDoS flows detected under the constrained attack.
 
-A shorter run of the README table's setting (benchmarks/ddos_synthetic.py): an MLP on 1,500
-synthetic CIC-IDS2017-style flows (read through the CSV loader), 6 epochs, trained with the
-standard recipe and with constrained PGD-AT (eps = 0.7), then tested on the held-out split with
-every attack flow replaced by the constrained attack's output (eps = 0.7). Standard training
-leaves flows that appended packets and delays push across the boundary; adversarial training
-learns to rely on what the attacker cannot change.
+A shorter run of the README table's setting (benchmarks/ddos_synthetic.py --setting ci, whose
+:func:`ci_detection_under_attack` this test calls): an MLP on 1,500 synthetic
+CIC-IDS2017-style flows (read through the CSV loader; the seed draws the corpus and the split),
+6 epochs, then tested on the held-out split with every attack flow replaced by the constrained
+attack's output (eps = 0.7).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
-import torch
 
-from robust_lightning.datamodules.flows import DEFAULT_FEATURES, FlowDataModule
-from robust_lightning.lightning_modules.ddos import DDoSDetector, TabularMLP
+from benchmarks.ddos_synthetic import CI_KEY, CONTROL, ci_detection_under_attack
 
-KEY = "test/recall_adv/cpgd10_eps0.7"
-
-
-def detection_under_attack(recipe: str, seed: int, root: Path, flows: int = 1500, epochs: int = 6) -> dict[str, float]:
-    pl.seed_everything(seed, verbose=False)
-    data = FlowDataModule(str(root / "cicids2017"), synthetic="cicids2017", synthetic_flows=flows, synthetic_files=1,
-                          seed=seed, batch_size=64, eval_batch_size=1024)
-    model = DDoSDetector(TabularMLP(len(DEFAULT_FEATURES), hidden=(64, 32)), recipe=recipe, eps=0.7, steps=3,
-                         search=8, eval_eps=[0.7], eval_steps=10, eval_restarts=2, eval_search=32,
-                         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4))
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, datamodule=data)
-    (results,) = trainer.test(model, datamodule=data, verbose=False)
-    return results
+KEY = CI_KEY
 
 
 @pytest.mark.slow
-def test_constrained_adversarial_training_raises_attacked_recall(tmp_path: Path, single_thread: None) -> None:
-    for seed in (0, 1):
-        standard = detection_under_attack("standard", seed, tmp_path)
-        robust = detection_under_attack("constrained_at", seed, tmp_path)
-        print(f"seed {seed}: standard recall {standard['test/recall']:.3f} attacked {standard[KEY]:.3f}; "
-              f"constrained AT recall {robust['test/recall']:.3f} attacked {robust[KEY]:.3f}")
-        # Measured with this exact setting, seeds 0/1/2: attacked recall standard 0.091/0.417/0.278,
-        # constrained AT 0.947/0.840/0.952 (clean 0.979/0.968/0.989 vs 0.979/0.925/0.984); the
-        # smallest gain (0.42) leaves 0.17 of slack over the 0.25 margin.
-        assert robust[KEY] >= standard[KEY] + 0.25, (seed, standard, robust)
-        assert robust["test/recall"] > 0.85 and standard["test/recall"] > 0.85
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_adversarial_training_raises_attacked_recall(seed: int, tmp_path: Path,
+                                                                 single_thread: None) -> None:
+    """Constrained AT beats random feasible flows of its budget, but by less than it beats standard.
+
+    Control: ``random_feasible``, the standard recipe trained on attack flows moved to one
+    uniform point of the same control box and budget (appended packets and delays, eps = 0.7;
+    no search, no gradient). If the gain came from augmenting with any feasible perturbation,
+    the control would match constrained AT. At this scale it nearly does: most of the attacked
+    recall comes from the feasible augmentation, and the worst-case search adds a small gain
+    that holds on every seed, together with a clean recall that does not drop as the control's
+    does. The test asserts that measured relation (DDoS README, "CI effect test"). Standard
+    training is the reference the control is measured against. Seeds vary the synthetic corpus,
+    the split and the weights.
+
+    Measured (benchmarks/results/ddos_effect_test.json, seeds 0/1/2/3/4), attacked recall:
+    standard 0.344/0.028/0.098/0.439/0.061, control 0.957/0.804/0.765/0.756/0.689, constrained
+    AT 0.973/0.911/0.869/0.817/0.789; clean recall: standard 0.995/0.983/0.967/0.972/0.972,
+    control 0.973/0.916/0.820/0.806/0.806, constrained AT 0.984/0.955/0.940/0.917/0.933.
+    """
+    results = {arm: ci_detection_under_attack(arm, seed, tmp_path) for arm in ("standard", CONTROL, "constrained_at")}
+    print(f"seed {seed}: " + "; ".join(f"{arm} recall {r['test/recall']:.3f} attacked {r[KEY]:.3f}"
+                                       for arm, r in results.items()))
+    robust, control, standard = results["constrained_at"], results[CONTROL], results["standard"]
+    assert robust["test/recall"] > 0.85 and standard["test/recall"] > 0.85, results
+    # The old margin over standard training (0.25) is met by the control alone (measured 0.61-0.78).
+    assert control[KEY] >= standard[KEY] + 0.25, results
+    # The search's own gain: measured 0.016-0.106 attacked recall and 0.011-0.128 clean recall.
+    assert robust[KEY] > control[KEY], results
+    assert robust["test/recall"] > control["test/recall"], results

@@ -118,10 +118,20 @@ def test_fit_logs_hessian_norm_and_checkpoint_reloads(recipe: str, precision: st
 
 # -- effect on real data (sklearn digits) ------------------------------------------------------
 
-def _train_pgd_at(max_curvature: float | None, seed: int, tmp_path: Path) -> tuple[RCTAFClassifier, DigitsDataModule]:
+# The effect test's arms: (max|σ''|, base). The method changes κ at a fixed base; the control
+# changes the base at a fixed κ (an activation swap that holds max|σ''|).
+LOW_CURVATURE, HIGH_CURVATURE, CONTROL_ARM = (0.5, "silu"), (32.0, "silu"), (0.5, "softplus")
+CURVATURE_ARMS = (LOW_CURVATURE, HIGH_CURVATURE, CONTROL_ARM)
+# Hessian-norm ratio to the low-curvature arm. Measured (seeds 0-4): κ = 32 1.70-2.63, the
+# control 2.28-3.60.
+CURVATURE_RATIO = 1.5
+
+
+def _train_pgd_at(max_curvature: float | None, seed: int, tmp_path: Path,
+                  base: str = "silu") -> tuple[RCTAFClassifier, DigitsDataModule]:
     pl.seed_everything(seed, verbose=False)
     model = RCTAFClassifier(SmallCNN(num_classes=10, in_channels=1), max_curvature=max_curvature,
-                            mean=[0.5], std=[0.5], recipe="pgd_at", eps=0.1, steps=5,
+                            activation_base=base, mean=[0.5], std=[0.5], recipe="pgd_at", eps=0.1, steps=5,
                             optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4))
     data = DigitsDataModule(image_size=16, batch_size=64, seed=seed)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=3, limit_val_batches=0, logger=False,
@@ -131,24 +141,40 @@ def _train_pgd_at(max_curvature: float | None, seed: int, tmp_path: Path) -> tup
     return model, data
 
 
+def curvature_arm(kappa: float, base: str, seed: int, tmp_path: Path) -> dict[str, float]:
+    """PGD-AT with ``CurvatureTunableActivation(kappa, base)`` on the digits split of ``seed``:
+    adversarial Hessian-diagonal norm (8 probes) and clean accuracy on 256 test images."""
+    model, data = _train_pgd_at(kappa, seed, tmp_path, base)
+    data.setup("test")
+    x, y = next(iter(torch.utils.data.DataLoader(data.test_dataset, batch_size=256)))
+    hessian = model.hessian_diag_norm((x, y), num_probes=8, generator=torch.Generator().manual_seed(seed))
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())
+    return {"hessian_adv": hessian, "clean_acc": accuracy}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_more_activation_curvature_sharpens_the_adversarial_loss(seed: int, tmp_path: Path) -> None:
-    """The paper's mechanism: a larger max|σ''| inflates the normalised Hessian-diagonal norm.
+    """A larger max|σ''| inflates the Hessian-diagonal norm, and so does a swap that holds it.
 
-    Same seed, data and PGD-AT recipe; only the activation's max|σ''| differs (0.5 vs 32). The
-    norm is measured at the trained weights on 256 test images at PGD adversarial inputs.
+    Same seed, data and PGD-AT recipe; the method's pair differs only in the activation's
+    max|σ''| (0.5 vs 32, base silu), the paper's mechanism. Control: an activation swap of the
+    same family that holds max|σ''| at 0.5 (base silu -> softplus: the same maximum curvature and
+    slopes 0 and 1 far left and right, another shape: softplus is positive everywhere, silu dips
+    below 0). If the norm followed any change of activation rather than its
+    maximum curvature, the control would clear the margin too; it does, on every seed, by at
+    least as much as κ = 32 (ratios 2.28-3.60 vs 1.70-2.63, seeds 0-4,
+    benchmarks/results/rct_af_curvature_control.json), so at our scale max|σ''| alone does not
+    set the norm. The test asserts that measured relation (RCT-AF README, "CI effect test").
+    The norm is measured at the trained weights on 256 test images at PGD adversarial inputs.
+    Seeds vary the weights and the digits split.
     """
-    values, accuracies = {}, {}
-    for kappa in (0.5, 32.0):
-        model, data = _train_pgd_at(kappa, seed, tmp_path)
-        data.setup("test")
-        x, y = next(iter(torch.utils.data.DataLoader(data.test_dataset, batch_size=256)))
-        values[kappa] = model.hessian_diag_norm((x, y), num_probes=8, generator=torch.Generator().manual_seed(seed))
-        model.eval()
-        with torch.no_grad():
-            accuracies[kappa] = float((model(x).argmax(1) == y).float().mean())
-    print(f"seed {seed}: Hessian-diag norm {values}, clean acc {accuracies}")
-    assert min(accuracies.values()) > 0.85, accuracies  # both trained: the comparison is between models that work
-    # Measured ratios 1.7-2.9 for seeds 0-2 (3 epochs, two code versions); 1.5 leaves margin.
-    assert values[32.0] > 1.5 * values[0.5], values
+    arms = {arm: curvature_arm(*arm, seed, tmp_path) for arm in CURVATURE_ARMS}
+    print(f"seed {seed}: " + "; ".join(f"kappa {k:g} {b}: {r}" for (k, b), r in arms.items()))
+    assert min(r["clean_acc"] for r in arms.values()) > 0.85, arms  # the comparison is between models that work
+    low = arms[LOW_CURVATURE]["hessian_adv"]
+    assert arms[HIGH_CURVATURE]["hessian_adv"] > CURVATURE_RATIO * low, arms
+    # The control clears the margin as well: the shape at fixed max|σ''| moves the norm as much.
+    assert arms[CONTROL_ARM]["hessian_adv"] > CURVATURE_RATIO * low, arms
