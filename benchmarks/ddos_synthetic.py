@@ -37,6 +37,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -270,7 +271,8 @@ def main() -> None:
                         help="also measure attack strength (plain PGD, strong PGD, random search) at --eps")
     parser.add_argument("--audit-samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-dir", default=str(RESULTS / "ddos_data"))
+    parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "robust_lightning_ddos_data"),
+                        help="scratch folder the synthetic CSVs are generated into (fixed seeds; the path does not change the numbers); default: outside the repository, under the temp dir")
     parser.add_argument("--out", default=None,
                         help="default: benchmarks/results/ddos_synthetic.json (ddos_effect_test.json with --setting ci)")
     args = parser.parse_args()
