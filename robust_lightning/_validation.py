@@ -148,7 +148,7 @@ def check_optional_positive_int(name: str, value: Any) -> int | None:
 
 # -- real numbers --------------------------------------------------------------------------
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None, *,
-                 low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+                 low_open: bool = False, high_open: bool = False, finite: bool = True, reason: str = "") -> float:
     """``value`` as a ``float`` between ``low`` and ``high`` (closed unless ``*_open``).
 
     Args:
@@ -159,6 +159,7 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
         low_open: Exclude ``low`` itself.
         high_open: Exclude ``high`` itself.
         finite: Reject ``inf`` and ``nan`` (``nan`` fails every bound anyway).
+        reason: Optional explanation (a unit, why the bound) appended to the error message.
 
     Returns:
         ``float(value)``.
@@ -181,7 +182,8 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
             bounds.append(f"{'<' if high_open else '<='} {high:g}")
         kind = "a finite number" if finite else "a number"
         detail = f" {' and '.join(bounds)}" if bounds else ""
-        raise _invalid(f"{name} must be {kind}{detail}, got {value!r}", is_number(value))
+        suffix = f" ({reason})" if reason else ""
+        raise _invalid(f"{name} must be {kind}{detail}{suffix}, got {value!r}", is_number(value))
     return float(value)
 
 
@@ -268,6 +270,9 @@ def check_choice(name: str, value: Any, choices: Collection[T]) -> T:
         known = value in choices
     except TypeError:  # an unhashable value against a set of names
         known = False
+    # ``True in (1, 3)`` holds in Python (True == 1), but a flag is never one of numeric choices.
+    if known and isinstance(value, (bool, np.bool_)):
+        known = any(isinstance(c, (bool, np.bool_)) for c in choices)
     if not known:
         raise InvalidArgumentError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value

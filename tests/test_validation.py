@@ -70,6 +70,7 @@ def test_valid_values_come_back_normalised(check, args, expected) -> None:
     (check_optional_positive_int, (0,), "arg must be a positive int or None, got 0"),
     (check_number, (0.0, 0.0, 1.0), None),  # valid: closed bounds
     (check_number, (2, 0.0, 1.0), "arg must be a finite number >= 0 and <= 1, got 2"),
+    (partial(check_number, reason="degrees"), (200, 0, 180), r"arg must be a finite number >= 0 and <= 180 \(degrees\), got 200"),
     (check_positive, (0,), "arg must be a finite number > 0, got 0"),
     (check_positive, (math.inf,), "arg must be a finite number > 0, got inf"),
     (check_non_negative, (math.nan,), "arg must be a finite number >= 0, got nan"),
@@ -78,6 +79,7 @@ def test_valid_values_come_back_normalised(check, args, expected) -> None:
     (check_fraction, (1.0,), r"arg must be a float in \[0, 1\), got 1.0"),
     (check_choice, ("c", ("a", "b")), r"arg must be one of \('a', 'b'\), got 'c'"),
     (check_choice, ([1], ("a",)), r"arg must be one of \('a',\), got \[1\]"),
+    (check_choice, (True, (1, 3)), r"arg must be one of \(1, 3\), got True"),
     (check_names, ("ab",), "arg must be a list of names, got 'ab'"),
     (check_names, (["a", "a"], "level names"), r"arg must not repeat a level name, got \['a', 'a'\]"),
     (check_bool_or_non_negative, (-0.1, "a noise std"), "arg must be a bool or a noise std >= 0, got -0.1"),

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from robust_lightning._validation import check_bool, check_int, check_non_negative
+from robust_lightning._validation import check_bool, check_int, check_number
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import LossFn, eps_tag, parse_budget, pgd
 from robust_lightning.flow_schema import (
@@ -156,7 +156,7 @@ class FlowConstraints:
                 f"them, so they must be model inputs too"
             )
         self.max_payload = check_int("max_payload", max_payload, minimum=0, reason="bytes")
-        self.max_gap_us = check_non_negative("max_gap_us", max_gap_us)
+        self.max_gap_us = check_number("max_gap_us", max_gap_us, 0.0, reason="µs")
         self.index = {name: i for i, name in enumerate(self.features)}
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_choice
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     check_int_at_least,
@@ -89,8 +90,7 @@ class DomainGeneralizationDataModule(LightningDataModule):
         self.source = _check_datamodule("source", source)
         if not isinstance(targets, Mapping):
             raise TypeError(f"targets must be a dict of name -> LightningDataModule, got {type(targets).__name__}")
-        if not isinstance(evaluate_source, bool):
-            raise TypeError(f"evaluate_source must be a bool, got {evaluate_source!r}")
+        check_bool("evaluate_source", evaluate_source)
         self.source_name = _check_domain_name("source_name", source_name)
         self.targets: dict[str, LightningDataModule] = {}
         for name, module in targets.items():
@@ -243,9 +243,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             raise ValueError(f"root must be an existing folder of class sub-folders, got {root!r}")
         self.root = os.fspath(root)
         self.image_size = check_int_at_least("image_size", image_size, 8)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        self.channels = int(channels)
+        self.channels = int(check_choice("channels", channels, (1, 3)))
         if classes is None:
             classes = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir())
         elif isinstance(classes, str) or not all(isinstance(c, str) for c in classes):

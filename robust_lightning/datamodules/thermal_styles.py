@@ -26,12 +26,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from robust_lightning._validation import check_int, check_number
 from robust_lightning.datamodules._common import EpochShuffleSampler, check_positive_int
 from robust_lightning.datamodules.infrared import (
     SyntheticThermalDataModule,
     collate_detection,
 )
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
     "HELD_OUT_STYLE",
@@ -68,8 +69,7 @@ class ThermalStyle:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-                raise InvalidArgumentTypeError(f"ThermalStyle.{name} must be a finite number, got {value!r}")
+            check_number(f"ThermalStyle.{name}", value)
         if self.gamma <= 0 or self.contrast < 0:
             raise InvalidArgumentError(f"ThermalStyle: gamma must be > 0 and contrast >= 0, got {self}")
         if not 0 <= self.haze <= 1 or not 0 <= self.haze_level <= 1:
@@ -182,8 +182,7 @@ class SyntheticThermalStylesDataModule(SyntheticThermalDataModule):
                          objects_per_image=objects_per_image, noise_std=noise_std, seed=seed, hflip=hflip,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
         self.n_pseudo_domains = check_positive_int("n_pseudo_domains", n_pseudo_domains)
-        if isinstance(style_seed, bool) or not isinstance(style_seed, int):
-            raise InvalidArgumentTypeError(f"style_seed must be an int, got {style_seed!r}")
+        check_int("style_seed", style_seed)
         if test_style not in ("held_out", "source", "pseudo"):
             raise InvalidArgumentError(f"test_style must be 'held_out', 'source' or 'pseudo', got {test_style!r}")
         self.style_seed = style_seed

@@ -225,7 +225,7 @@ def test_constraint_layout_errors() -> None:
         FlowConstraints([*BASE_FEATURES, "fwd_iat_mean"])
     with pytest.raises(ValueError, match=r"max_payload must be an int >= 0 \(bytes\), got -1"):
         FlowConstraints(max_payload=-1)
-    with pytest.raises(ValueError, match="max_gap_us must be a finite number >= 0, got inf"):
+    with pytest.raises(ValueError, match=r"max_gap_us must be a finite number >= 0 \(µs\), got inf"):
         FlowConstraints(max_gap_us=float("inf"))
     constraints = FlowConstraints([*BASE_FEATURES, "flow_byts_s"])
     with pytest.raises(ValueError, match=r"shape \(B, 6\)"):
