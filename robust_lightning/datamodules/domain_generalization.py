@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from robust_lightning._validation import check_bool, check_choice
+from robust_lightning._validation import check_bool, check_choice, check_instance
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     check_int_at_least,
@@ -41,12 +41,6 @@ def _check_domain_name(argument: str, name: Any) -> str:
             f"{argument} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}"
         )
     return name
-
-
-def _check_datamodule(argument: str, value: Any) -> LightningDataModule:
-    if not isinstance(value, LightningDataModule):
-        raise TypeError(f"{argument} must be a LightningDataModule, got {type(value).__name__}")
-    return value
 
 
 class DomainGeneralizationDataModule(LightningDataModule):
@@ -87,7 +81,7 @@ class DomainGeneralizationDataModule(LightningDataModule):
         evaluate_source: bool = True,
     ) -> None:
         super().__init__()
-        self.source = _check_datamodule("source", source)
+        self.source = check_instance("source", source, LightningDataModule, "a LightningDataModule")
         if not isinstance(targets, Mapping):
             raise TypeError(f"targets must be a dict of name -> LightningDataModule, got {type(targets).__name__}")
         check_bool("evaluate_source", evaluate_source)
@@ -95,7 +89,8 @@ class DomainGeneralizationDataModule(LightningDataModule):
         self.targets: dict[str, LightningDataModule] = {}
         for name, module in targets.items():
             _check_domain_name("targets", name)
-            self.targets[name] = _check_datamodule(f"targets[{name!r}]", module)
+            self.targets[name] = check_instance(f"targets[{name!r}]", module, LightningDataModule,
+                                                "a LightningDataModule")
         if evaluate_source and self.source_name in self.targets:
             raise ValueError(f"targets must not reuse source_name {self.source_name!r}")
         if not self.targets and not evaluate_source:
