@@ -12,20 +12,56 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from types import ModuleType
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, ModuleType
 
 from robust_lightning.errors import MissingExtraError
 
-__all__ = ["EXTRAS", "check_installed", "require"]
+__all__ = ["EXTRAS", "Extra", "check_installed", "extra_for", "require"]
 
-#: Extra name -> what it installs (kept in step with ``[project.optional-dependencies]``).
-EXTRAS: dict[str, str] = {
-    "audio": "torchaudio, scipy (audio_grl)",
-    "detection": "mmengine, mmcv, mmdet (kgat)",
-    "rl": "pandapower, gymnasium (voltage_rl, robust_lightning.envs)",
-    "text": "transformers, tokenizers (badllm_tg, sia, text datamodules)",
-    "wandb": "wandb (the Weights & Biases logger)",
-}
+
+@dataclass(frozen=True)
+class Extra:
+    """One pip extra: the optional modules it provides and the parts of the package that need it.
+
+    Attributes:
+        modules: Top-level modules of the extra that the package imports (each is also the
+            name of a requirement of that extra in ``pyproject.toml``; a test checks it). A
+            method whose extra lacks one of them is reported missing before it is imported.
+        needed_by: Dotted paths (packages or classes) that need the extra: a method's folder
+            under ``lightning_modules/``, or one class where the rest of its folder does not.
+            Configs and registry entries whose class lies under one of them need the extra.
+    """
+
+    modules: tuple[str, ...]
+    needed_by: tuple[str, ...] = ()
+
+
+_LM = "robust_lightning.lightning_modules"
+
+#: The one table of pip extras (``pip install 'robust-lightning[<name>]'``). Its names are the
+#: extras of ``[project.optional-dependencies]`` except the groups ``all`` and ``dev``;
+#: ``METHODS[...].extra`` and ``robust-lightning configs`` read which extra a method needs here.
+EXTRAS: Mapping[str, Extra] = MappingProxyType({
+    "audio": Extra(("torchaudio",), needed_by=(f"{_LM}.audio_grl",)),
+    "detection": Extra(("mmdet", "mmengine", "mmcv"), needed_by=(f"{_LM}.kgat", f"{_LM}.drsf.DRSFDetector")),
+    "rl": Extra(("pandapower", "gymnasium"), needed_by=(f"{_LM}.voltage_rl", "robust_lightning.envs")),
+    "text": Extra(("transformers", "tokenizers"), needed_by=(f"{_LM}.badllm_tg", f"{_LM}.sia")),
+    "wandb": Extra(("wandb",)),
+})
+
+
+def extra_for(path: str) -> str | None:
+    """The extra that the module or class at dotted ``path`` needs, or ``None`` (core only).
+
+    ``path`` needs an extra when it is one of that extra's :attr:`Extra.needed_by` paths or lies
+    under one (``robust_lightning.lightning_modules.kgat.KGATDetector`` -> ``"detection"``).
+    """
+    for name, extra in EXTRAS.items():
+        if any(path == owner or path.startswith(f"{owner}.") for owner in extra.needed_by):
+            return name
+    return None
 
 
 def _message(feature: str, module: str, extra: str, error: ImportError | None) -> str:

@@ -5,31 +5,39 @@ Every check takes the argument's ``name`` and its ``value``, returns the value n
 :mod:`robust_lightning.errors` whose message names the argument, says what was expected and
 shows what was given: ``batch_size must be a positive int, got 0``.
 
-Which error: the number checks raise :class:`~robust_lightning.errors.InvalidArgumentError`
-(a ``ValueError``) also for a value of the wrong kind (``batch_size=2.5``, ``steps="ten"``),
-as ``int("ten")`` does, so ``except ValueError`` catches every bad number; the kind checks
-(:func:`check_bool`, :func:`check_instance`) raise
-:class:`~robust_lightning.errors.InvalidArgumentTypeError` (a ``TypeError``). ``bool`` is never
-accepted as a number: ``batch_size=True`` is a bug, not a batch of one.
+This module is the one place argument values are checked: a module that needs a check calls
+one of these (and a check two modules need is added here, with a docstring), never an inline
+``isinstance(x, bool) or not isinstance(x, int) ...`` of its own.
+
+Which error: a value out of range raises :class:`~robust_lightning.errors.InvalidArgumentError`
+(a ``ValueError``). A value of the wrong kind for a number or flag (``batch_size=2.5``,
+``steps="ten"``, ``augment="yes"``) raises
+:class:`~robust_lightning.errors.InvalidArgumentKindError`, which is that ``ValueError`` and
+also an :class:`~robust_lightning.errors.InvalidArgumentTypeError` (a ``TypeError``), so
+``except ValueError`` catches every bad number and ``except TypeError`` every wrong kind.
+:func:`check_instance` (an object of the wrong class) raises ``InvalidArgumentTypeError``.
+``bool`` is never accepted as a number: ``batch_size=True`` is a bug, not a batch of one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentKindError, InvalidArgumentTypeError
 
 __all__ = [
     "check_bool",
+    "check_bool_or_non_negative",
     "check_choice",
     "check_fraction",
     "check_instance",
     "check_int",
     "check_int_at_least",
+    "check_int_range",
     "check_names",
     "check_non_negative",
     "check_non_negative_int",
@@ -37,7 +45,9 @@ __all__ = [
     "check_optional_positive_int",
     "check_positive",
     "check_positive_int",
+    "check_positive_ints",
     "check_probability",
+    "check_range",
     "is_int",
     "is_number",
 ]
@@ -45,14 +55,19 @@ __all__ = [
 T = TypeVar("T")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int | np.integer]:
     """Whether ``value`` is an integer (Python or NumPy), ``bool`` excluded."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
     """Whether ``value`` is a real number (Python or NumPy int/float), ``bool`` excluded."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _invalid(message: str, right_kind: bool) -> InvalidArgumentError:
+    """The error for a bad value: out of range, or (``right_kind=False``) not that kind at all."""
+    return InvalidArgumentError(message) if right_kind else InvalidArgumentKindError(message)
 
 
 # -- integers ------------------------------------------------------------------------------
@@ -83,7 +98,7 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
         else:
             bound = ""
         suffix = f" ({reason})" if reason else ""
-        raise InvalidArgumentError(f"{name} must be an int{bound}{suffix}, got {value!r}")
+        raise _invalid(f"{name} must be an int{bound}{suffix}, got {value!r}", is_int(value))
     return int(value)
 
 
@@ -103,7 +118,7 @@ def check_positive_int(name: str, value: Any) -> int:
         InvalidArgumentError: If ``value`` is not an int greater than zero.
     """
     if not is_int(value) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        raise _invalid(f"{name} must be a positive int, got {value!r}", is_int(value))
     return int(value)
 
 
@@ -114,7 +129,7 @@ def check_non_negative_int(name: str, value: Any) -> int:
         InvalidArgumentError: If ``value`` is not an int greater than or equal to zero.
     """
     if not is_int(value) or value < 0:
-        raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
+        raise _invalid(f"{name} must be a non-negative int, got {value!r}", is_int(value))
     return int(value)
 
 
@@ -127,13 +142,13 @@ def check_optional_positive_int(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if not is_int(value) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive int or None, got {value!r}")
+        raise _invalid(f"{name} must be a positive int or None, got {value!r}", is_int(value))
     return int(value)
 
 
 # -- real numbers --------------------------------------------------------------------------
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None, *,
-                 low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+                 low_open: bool = False, high_open: bool = False, finite: bool = True, reason: str = "") -> float:
     """``value`` as a ``float`` between ``low`` and ``high`` (closed unless ``*_open``).
 
     Args:
@@ -144,6 +159,7 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
         low_open: Exclude ``low`` itself.
         high_open: Exclude ``high`` itself.
         finite: Reject ``inf`` and ``nan`` (``nan`` fails every bound anyway).
+        reason: Optional explanation (a unit, why the bound) appended to the error message.
 
     Returns:
         ``float(value)``.
@@ -166,7 +182,8 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
             bounds.append(f"{'<' if high_open else '<='} {high:g}")
         kind = "a finite number" if finite else "a number"
         detail = f" {' and '.join(bounds)}" if bounds else ""
-        raise InvalidArgumentError(f"{name} must be {kind}{detail}, got {value!r}")
+        suffix = f" ({reason})" if reason else ""
+        raise _invalid(f"{name} must be {kind}{detail}{suffix}, got {value!r}", is_number(value))
     return float(value)
 
 
@@ -195,7 +212,7 @@ def check_probability(name: str, value: Any) -> float:
         InvalidArgumentError: If ``value`` is not a number in ``[0, 1]``.
     """
     if not is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
+        raise _invalid(f"{name} must be a number in [0, 1], got {value!r}", is_number(value))
     return float(value)
 
 
@@ -206,7 +223,7 @@ def check_fraction(name: str, value: Any) -> float:
         InvalidArgumentError: If ``value`` is not a real number in ``[0, 1)``.
     """
     if not is_number(value) or not 0.0 <= float(value) < 1.0:
-        raise InvalidArgumentError(f"{name} must be a float in [0, 1), got {value!r}")
+        raise _invalid(f"{name} must be a float in [0, 1), got {value!r}", is_number(value))
     return float(value)
 
 
@@ -215,11 +232,32 @@ def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a ``bool`` (``1``, ``"yes"`` and ``None`` are not).
 
     Raises:
-        InvalidArgumentTypeError: If ``value`` is not a bool.
+        InvalidArgumentKindError: If ``value`` is not a bool (a ``ValueError`` and a ``TypeError``).
     """
     if not isinstance(value, (bool, np.bool_)):
-        raise InvalidArgumentTypeError(f"{name} must be a bool (true or false), got {value!r}")
+        raise InvalidArgumentKindError(f"{name} must be a bool (true or false), got {value!r}")
     return bool(value)
+
+
+def check_bool_or_non_negative(name: str, value: Any, number: str = "a number") -> bool | float:
+    """``value`` as a ``bool``, or as a finite ``float >= 0`` (a switch that may carry a size).
+
+    PGD's ``random_start`` is the example: ``True`` / ``False`` (uniform start in the ball or
+    none) or a float, the std of a Gaussian start.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check.
+        number: What the number means, for the message (``"a noise std"``).
+
+    Raises:
+        InvalidArgumentError: ``<name> must be a bool or <number> >= 0, got <value>``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if not is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise _invalid(f"{name} must be a bool or {number} >= 0, got {value!r}", is_number(value))
+    return float(value)
 
 
 def check_choice(name: str, value: Any, choices: Collection[T]) -> T:
@@ -232,6 +270,9 @@ def check_choice(name: str, value: Any, choices: Collection[T]) -> T:
         known = value in choices
     except TypeError:  # an unhashable value against a set of names
         known = False
+    # ``True in (1, 3)`` holds in Python (True == 1), but a flag is never one of numeric choices.
+    if known and isinstance(value, (bool, np.bool_)):
+        known = any(isinstance(c, (bool, np.bool_)) for c in choices)
     if not known:
         raise InvalidArgumentError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
@@ -275,3 +316,64 @@ def check_names(name: str, value: Any, what: str = "names", allow_repeats: bool 
     if not allow_repeats and len(set(value)) != len(value):
         raise InvalidArgumentError(f"{name} must not repeat a {what.removesuffix('s')}, got {list(value)}")
     return tuple(value)
+
+
+# -- sequences -----------------------------------------------------------------------------
+def _is_list(value: Any) -> bool:
+    # A YAML list arrives as a list or tuple; a string is a sequence too but never a list here.
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def check_positive_ints(name: str, value: Any, *, non_empty: bool = False) -> tuple[int, ...]:
+    """``value`` as a tuple of ``int > 0`` (layer widths, hidden sizes).
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check: a list or tuple (a bare int or string is rejected).
+        non_empty: Reject an empty list.
+
+    Raises:
+        InvalidArgumentError: ``<name> must be a [non-empty ]list of positive ints, got <value>``.
+    """
+    if not _is_list(value) or (non_empty and not value) or not all(is_int(v) and v > 0 for v in value):
+        what = "a non-empty list" if non_empty else "a list"
+        raise _invalid(f"{name} must be {what} of positive ints, got {value!r}", _is_list(value))
+    return tuple(int(v) for v in value)
+
+
+def _check_pair(name: str, value: Any, low: float | None, high: float | None, integer: bool) -> tuple[Any, Any]:
+    kind, is_kind = ("ints", is_int) if integer else ("finite numbers", is_number)
+    if not _is_list(value) or len(value) != 2 or not all(is_kind(v) and math.isfinite(v) for v in value):
+        raise _invalid(f"{name} must be a pair (min, max) of {kind}, got {value!r}", _is_list(value))
+    lo, hi = (int(v) for v in value) if integer else (float(v) for v in value)
+    if not (lo <= hi and (low is None or low <= lo) and (high is None or hi <= high)):
+        lower = f"{low:g} <= " if low is not None else ""
+        upper = f" <= {high:g}" if high is not None else ""
+        raise InvalidArgumentError(f"{name} must satisfy {lower}min <= max{upper}, got {value!r}")
+    return lo, hi
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None) -> tuple[float, float]:
+    """``value`` as a ``(min, max)`` pair of finite floats with ``low <= min <= max <= high``.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: Value to check: a list or tuple of two numbers.
+        low: Smallest allowed ``min`` (``None``: no lower bound).
+        high: Largest allowed ``max`` (``None``: no upper bound).
+
+    Raises:
+        InvalidArgumentError: ``<name> must be a pair (min, max) of finite numbers`` or
+            ``<name> must satisfy <low> <= min <= max <= <high>``, with what was given.
+    """
+    return _check_pair(name, value, low, high, integer=False)
+
+
+def check_int_range(name: str, value: Any, low: int | None = None, high: int | None = None) -> tuple[int, int]:
+    """``value`` as a ``(min, max)`` pair of ints with ``low <= min <= max <= high``.
+
+    Raises:
+        InvalidArgumentError: ``<name> must be a pair (min, max) of ints`` or
+            ``<name> must satisfy <low> <= min <= max <= <high>``, with what was given.
+    """
+    return _check_pair(name, value, low, high, integer=True)

@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointError",
     "DataFileError",
     "InvalidArgumentError",
+    "InvalidArgumentKindError",
     "InvalidArgumentTypeError",
     "MissingExtraError",
     "MissingFileError",
@@ -32,7 +33,16 @@ class InvalidArgumentError(UserError, ValueError):
 
 
 class InvalidArgumentTypeError(UserError, TypeError):
-    """An argument has the wrong type (``steps must be an int, got 'ten'``)."""
+    """An argument has the wrong type (``backbone must be an nn.Module, got str``)."""
+
+
+class InvalidArgumentKindError(InvalidArgumentError, InvalidArgumentTypeError):
+    """A number or flag argument is not even that kind of value (``steps="ten"``, ``augment="yes"``).
+
+    Both a ``ValueError`` (what ``int("ten")`` raises) and a ``TypeError`` (what an
+    ``isinstance`` check raises): before the checks moved to ``_validation`` the package raised
+    one or the other for the same mistake, and code catching either keeps working.
+    """
 
 
 class MissingFileError(UserError, FileNotFoundError):

@@ -29,6 +29,9 @@ import warnings
 import torch
 from torch import Tensor
 
+from robust_lightning._validation import is_number
+from robust_lightning.errors import InvalidArgumentTypeError
+
 __all__ = ["backend", "l2_step_", "laplacian_sharpen", "linf_step_"]
 
 # Added to the L2 norms so an all-zero gradient (or perturbation) does not divide by zero.
@@ -304,8 +307,8 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16
 def _as_eps_tensor(eps: Tensor | float, like: Tensor) -> Tensor:
     if isinstance(eps, Tensor):
         return eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps must be a Tensor or a float, got {type(eps).__name__}")
+    if not is_number(eps):
+        raise InvalidArgumentTypeError(f"eps must be a Tensor or a float, got {type(eps).__name__}")
     return torch.tensor(float(eps), dtype=_opmath_dtype(like.dtype), device=like.device)
 
 

@@ -7,8 +7,9 @@ wins), ``robust-lightning configs`` lists them and ``robust-lightning configs co
 out for editing.
 
 What a config needs is read from the YAML itself: the datamodule class (a dataset to download,
-or data the package generates), the method's extra, and the input paths (a victim model, a
-surrogate checkpoint, a synthesized corpus) that another shipped config writes.
+or data the package generates), the method's extra (its model class looked up in
+``_extras.EXTRAS``), and the input paths (a victim model, a surrogate checkpoint, a synthesized
+corpus) that another shipped config writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from robust_lightning._extras import extra_for
 from robust_lightning.errors import InvalidArgumentError, MissingFileError
 
 __all__ = [
@@ -49,15 +51,6 @@ DATASET_SOURCES: dict[str, str] = {
     "CIFAR10DataModule": "https://www.cs.toronto.edu/~kriz/cifar.html, the python version, unpacked",
     "FlowDataModule": "https://www.unb.ca/cic/datasets/ids-2017.html (MachineLearningCVE CSVs)",
     "InfraredDetectionDataModule": "the FLIR ADAS v2 thermal dataset (see kgat's README)",
-}
-
-#: Method package -> the pip extra it needs (``pip install 'robust-lightning[<extra>]'``).
-EXTRA_BY_PACKAGE: dict[str, str] = {
-    "robust_lightning.lightning_modules.audio_grl": "audio",
-    "robust_lightning.lightning_modules.badllm_tg": "text",
-    "robust_lightning.lightning_modules.kgat": "detection",
-    "robust_lightning.lightning_modules.sia": "text",
-    "robust_lightning.lightning_modules.voltage_rl": "rl",
 }
 
 #: Arguments that name an input a previous run writes (checked to exist before a run).
@@ -232,8 +225,7 @@ def describe(name: str, config: Mapping[str, Any], root: Path | None = None) -> 
         recipe = (model.get("init_args") or {}).get("recipe")
         if isinstance(recipe, str):
             method = f"{method} ({recipe})"
-        extra = next((extra for package, extra in EXTRA_BY_PACKAGE.items()
-                      if class_path == package or class_path.startswith(f"{package}.")), None)
+        extra = extra_for(class_path)
     else:  # `robust-lightning evolve` configs hold NeroNetSearch's own arguments
         method, subcommand, extra = "NeroNetSearch", "evolve", None
     # One entry per path: a victim folder is both victim_path and tokenizer_path.

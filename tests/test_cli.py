@@ -316,3 +316,41 @@ def test_known_noise_is_silenced_at_the_entry_point_only(tmp_path: Path) -> None
     assert (tmp_path / "runs" / "wandb").is_dir(), "the W&B logger ran (so its warning had its chance)"
     for noise in ("anonymous setting", "LeafSpec", "litlogger"):
         assert noise not in result.stdout + result.stderr, noise
+
+
+@pytest.mark.parametrize(("child", "parent", "changed"), [
+    ("robust_lightning.lightning_modules.soft_dimo.SoftDiMODistillation",
+     "robust_lightning.lightning_modules.soft_dimo.DiMODistillation",
+     {"output": "soft", "soft_embeddings": True, "gan_weight": 0.1}),
+    ("robust_lightning.datamodules.thermal_styles.SyntheticThermalStylesDataModule",
+     "robust_lightning.datamodules.SyntheticThermalDataModule",
+     {"image_size": 64, "batch_size": 8}),
+])
+def test_a_subclass_that_changes_defaults_still_shows_every_parent_argument(child: str, parent: str,
+                                                                           changed: dict) -> None:
+    """The CLI shows a child that changes a parent's defaults with every parent argument, the
+    parent's default and annotation, except the defaults listed here. The thermal styles
+    datamodule declares only what it changes and passes the rest on as ``**kwargs`` (jsonargparse
+    reads them from the parent); Soft-Di[M]O repeats Di[M]O's whole signature (its comment says
+    why). A child that stops forwarding ``**kwargs``, or whose copy drifts, fails here."""
+    import inspect
+
+    from jsonargparse import ArgumentParser
+
+    from robust_lightning.lightning_modules.registry import import_object
+
+    child_parameters = inspect.signature(import_object(child)).parameters
+    parent_parameters = inspect.signature(import_object(parent)).parameters
+    for name in set(child_parameters) & set(parent_parameters):
+        assert child_parameters[name].annotation == parent_parameters[name].annotation, name
+
+    def cli_defaults(path: str) -> dict:
+        parser = ArgumentParser()
+        parser.add_class_arguments(import_object(path), "init_args")
+        return vars(parser.get_defaults().init_args)
+
+    child_defaults, parent_defaults = cli_defaults(child), cli_defaults(parent)
+    assert set(parent_defaults) <= set(child_defaults), set(parent_defaults) - set(child_defaults)
+    differing = {name: child_defaults[name] for name in parent_defaults
+                 if child_defaults[name] != parent_defaults[name]}
+    assert differing == changed

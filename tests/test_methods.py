@@ -17,6 +17,7 @@ API is checked here too.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 import robust_lightning
+from robust_lightning._extras import EXTRAS
 from robust_lightning.cli import RobustLightningCLI
 from robust_lightning.lightning_modules import METHODS, MethodSpec, RobustMethod
 from robust_lightning.lightning_modules.registry import import_object
+from robust_lightning.shipped_configs import list_configs
 from tests.data.cli_overrides import EXTRA_SETUP, OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,9 +160,24 @@ def test_configs_use_the_registered_module_and_datamodules(name: str) -> None:
         assert getattr(robust_lightning, module.__name__) is module, f"{module.__name__} not in the top-level API"
 
 
-def test_an_unknown_extra_is_rejected() -> None:
-    with pytest.raises(ValueError, match="extra must be None or one of"):
-        MethodSpec("x", "a.B", (), (), "video", "x")
+def test_a_method_extra_comes_from_the_one_extras_table() -> None:
+    """METHODS[...].extra and `robust-lightning configs` both read _extras.EXTRAS, so they agree
+    config by config; every method path the table names is a registered method (a renamed folder
+    cannot silently lose its extra); a class can need an extra the rest of its folder does not."""
+    config_extras = {info.name: info.extra for info in list_configs()}
+    for name, spec in METHODS.items():
+        for config in spec.configs:
+            assert config_extras[config] == spec.extra, (name, config)
+    for extra_name, extra in EXTRAS.items():
+        for owner in extra.needed_by:
+            if owner.startswith("robust_lightning.lightning_modules."):
+                assert any(spec.module_path == owner or spec.module_path.startswith(f"{owner}.")
+                           for spec in METHODS.values()), (extra_name, owner)
+            else:
+                assert importlib.util.find_spec(owner) is not None, (extra_name, owner)
+    assert METHODS["drsf_detection"].extra == "detection" and METHODS["drsf"].extra is None
+    assert MethodSpec("x", "robust_lightning.lightning_modules.sia.SIAAlign", (), (), "x").extra == "text"
+    assert MethodSpec("x", "robust_lightning.lightning_modules.siamese.Net", (), (), "x").extra is None
 
 
 # -- every method, the same way ----------------------------------------------------------------

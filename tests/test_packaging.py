@@ -213,6 +213,23 @@ def test_require_reports_a_broken_install_with_its_cause(tmp_path: Path, monkeyp
     assert require("json", "audio") is json
 
 
+def test_pyproject_extras_are_the_extras_table() -> None:
+    """_extras.EXTRAS is the one table of extras: its names are pyproject's optional-dependencies
+    (less the groups `all` and `dev`), `all` installs each of them, and every module the table
+    checks before running a method is a requirement of its extra."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    from robust_lightning._extras import EXTRAS
+
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(optional) - {"all", "dev"} == set(EXTRAS)
+    (everything,) = optional["all"]
+    match = re.fullmatch(r"robust-lightning\[(.+)\]", everything)
+    assert match is not None and set(match.group(1).split(",")) == set(EXTRAS), everything
+    for name, extra in EXTRAS.items():
+        requirements = {re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower() for requirement in optional[name]}
+        assert set(extra.modules) <= requirements, (name, extra.modules, requirements)
+
+
 def test_shipped_configs_and_py_typed_are_package_data_sources() -> None:
     """What setup.py copies into the wheel exists: every config is listed, py.typed is there."""
     from robust_lightning import shipped_configs

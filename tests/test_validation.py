@@ -4,17 +4,20 @@ raises the package's error types (which are also the built-in ones callers catch
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 
 from robust_lightning._validation import (
     check_bool,
+    check_bool_or_non_negative,
     check_choice,
     check_fraction,
     check_instance,
     check_int,
     check_int_at_least,
+    check_int_range,
     check_names,
     check_non_negative,
     check_non_negative_int,
@@ -22,9 +25,11 @@ from robust_lightning._validation import (
     check_optional_positive_int,
     check_positive,
     check_positive_int,
+    check_positive_ints,
     check_probability,
+    check_range,
 )
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.errors import InvalidArgumentError, InvalidArgumentKindError, InvalidArgumentTypeError
 
 
 @pytest.mark.parametrize(("check", "args", "expected"), [
@@ -42,6 +47,12 @@ from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeErr
     (check_bool, (np.bool_(True),), True),
     (check_choice, ("b", ("a", "b")), "b"),
     (check_names, (["x", "y"],), ("x", "y")),
+    (check_bool_or_non_negative, (False,), False),
+    (check_bool_or_non_negative, (1,), 1.0),
+    (check_positive_ints, ([3, np.int64(4)],), (3, 4)),
+    (check_positive_ints, ((),), ()),
+    (check_range, ([0, 1],), (0.0, 1.0)),
+    (check_int_range, ((2, 2), 1), (2, 2)),
 ])
 def test_valid_values_come_back_normalised(check, args, expected) -> None:
     value = check("arg", *args)
@@ -59,6 +70,7 @@ def test_valid_values_come_back_normalised(check, args, expected) -> None:
     (check_optional_positive_int, (0,), "arg must be a positive int or None, got 0"),
     (check_number, (0.0, 0.0, 1.0), None),  # valid: closed bounds
     (check_number, (2, 0.0, 1.0), "arg must be a finite number >= 0 and <= 1, got 2"),
+    (partial(check_number, reason="degrees"), (200, 0, 180), r"arg must be a finite number >= 0 and <= 180 \(degrees\), got 200"),
     (check_positive, (0,), "arg must be a finite number > 0, got 0"),
     (check_positive, (math.inf,), "arg must be a finite number > 0, got inf"),
     (check_non_negative, (math.nan,), "arg must be a finite number >= 0, got nan"),
@@ -67,8 +79,23 @@ def test_valid_values_come_back_normalised(check, args, expected) -> None:
     (check_fraction, (1.0,), r"arg must be a float in \[0, 1\), got 1.0"),
     (check_choice, ("c", ("a", "b")), r"arg must be one of \('a', 'b'\), got 'c'"),
     (check_choice, ([1], ("a",)), r"arg must be one of \('a',\), got \[1\]"),
+    (check_choice, (True, (1, 3)), r"arg must be one of \(1, 3\), got True"),
     (check_names, ("ab",), "arg must be a list of names, got 'ab'"),
     (check_names, (["a", "a"], "level names"), r"arg must not repeat a level name, got \['a', 'a'\]"),
+    (check_bool_or_non_negative, (-0.1, "a noise std"), "arg must be a bool or a noise std >= 0, got -0.1"),
+    (check_bool_or_non_negative, (math.nan,), "arg must be a bool or a number >= 0, got nan"),
+    (check_bool_or_non_negative, ("yes",), "arg must be a bool or a number >= 0, got 'yes'"),
+    (check_positive_ints, ([2, 0],), r"arg must be a list of positive ints, got \[2, 0\]"),
+    (check_positive_ints, ([2, True],), r"arg must be a list of positive ints, got \[2, True\]"),
+    (check_positive_ints, (8,), "arg must be a list of positive ints, got 8"),
+    (check_positive_ints, ("12",), "arg must be a list of positive ints, got '12'"),
+    (partial(check_positive_ints, non_empty=True), ([],), r"arg must be a non-empty list of positive ints, got \[\]"),
+    (check_range, ([0, 1, 2],), r"arg must be a pair \(min, max\) of finite numbers, got \[0, 1, 2\]"),
+    (check_range, ([0, math.inf],), r"arg must be a pair \(min, max\) of finite numbers, got \[0, inf\]"),
+    (check_range, ([2, 1],), r"arg must satisfy min <= max, got \[2, 1\]"),
+    (check_range, ([-1, 1], 0.0, 4.0), r"arg must satisfy 0 <= min <= max <= 4, got \[-1, 1\]"),
+    (check_int_range, ([1.0, 2],), r"arg must be a pair \(min, max\) of ints, got \[1.0, 2\]"),
+    (check_int_range, ([0, 2], 1), r"arg must satisfy 1 <= min <= max, got \[0, 2\]"),
 ])
 def test_bad_values_raise_invalid_argument_error_naming_the_argument(check, args, message) -> None:
     if message is None:
@@ -77,6 +104,25 @@ def test_bad_values_raise_invalid_argument_error_naming_the_argument(check, args
     with pytest.raises(InvalidArgumentError, match=f"^{message}$") as info:
         check("arg", *args)
     assert isinstance(info.value, ValueError)  # callers' `except ValueError` keeps working
+
+
+@pytest.mark.parametrize(("check", "args"), [
+    (check_positive_int, ("3",)), (check_int, (2.5,)), (check_number, ("x",)), (check_probability, (None,)),
+    (check_fraction, (True,)), (check_bool, ("yes",)), (check_bool_or_non_negative, ([],)),
+    (check_positive_ints, (3,)), (check_range, ("01",)),
+])
+def test_a_value_of_the_wrong_kind_is_both_a_value_and_a_type_error(check, args) -> None:
+    """The package raised ValueError for some wrong kinds and TypeError for others; both still catch."""
+    with pytest.raises(InvalidArgumentKindError, match="^arg must be ") as info:
+        check("arg", *args)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+    assert isinstance(info.value, InvalidArgumentError) and isinstance(info.value, InvalidArgumentTypeError)
+
+
+def test_a_value_out_of_range_is_a_value_error_only() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        check_positive_int("arg", 0)
+    assert not isinstance(info.value, TypeError)
 
 
 @pytest.mark.parametrize(("check", "args", "message"), [

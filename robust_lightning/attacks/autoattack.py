@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_int
 from robust_lightning.attacks.autopgd import APGD
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, Norm
@@ -153,11 +154,10 @@ class AutoAttack(Attack):
         super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
         if version not in AUTOATTACK_VERSIONS:
             raise InvalidArgumentError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
-        for value, label, minimum in ((steps, "steps", 1), (n_queries, "n_queries", 1),
-                                      (n_target_classes, "n_target_classes", 1),
-                                      (eot_samples, "eot_samples", 1), (seed, "seed", 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidArgumentError(f"{label} must be an int >= {minimum}, got {value!r}")
+        for label, value, minimum in (("steps", steps, 1), ("n_queries", n_queries, 1),
+                                      ("n_target_classes", n_target_classes, 1),
+                                      ("eot_samples", eot_samples, 1), ("seed", seed, 0)):
+            check_int(label, value, minimum=minimum)
         if members is not None:
             members = list(members)
             if not members:
@@ -291,8 +291,7 @@ class AutoAttack(Attack):
         robust after each member, total) are summed over ranks, so every rank returns the global
         ``{"clean": ..., "<member>": ..., "robust_accuracy": ...}`` fractions.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, minimum=1)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
         x_local, y_local = x[rank::world], target[rank::world]

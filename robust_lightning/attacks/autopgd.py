@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_int
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import (
     Bounds,
@@ -241,11 +242,9 @@ def _apgd(
     lo, hi = _check_bounds(bounds)
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if isinstance(n_restarts, bool) or not isinstance(n_restarts, int) or n_restarts < 1:
-        raise ValueError(f"n_restarts must be an int >= 1, got {n_restarts!r}")
-    _check_eot_samples(eot_samples)
+    check_int("steps", steps, minimum=0)
+    check_int("n_restarts", n_restarts, minimum=1)
+    check_int("eot_samples", eot_samples, minimum=1)
     _check_inputs(x, lo, hi)
     eps_t = _check_eps(eps, x)
     with torch.inference_mode(False), torch.enable_grad():
@@ -318,11 +317,6 @@ def apgd(
                  generator, random_start)
 
 
-def _check_eot_samples(eot_samples: int) -> None:
-    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
-        raise ValueError(f"eot_samples must be an int >= 1, got {eot_samples!r}")
-
-
 class APGD(Attack):
     """Auto-PGD with the CE, DLR or targeted-DLR loss.
 
@@ -366,17 +360,13 @@ class APGD(Attack):
         name: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, name=name)
-        _check_eot_samples(eot_samples)
-        if not isinstance(random_start, bool):
-            raise ValueError(f"random_start must be a bool, got {random_start!r}")
+        check_int("eot_samples", eot_samples, minimum=1)
+        check_bool("random_start", random_start)
         if loss not in ("ce", "dlr", "dlr_targeted"):
             raise ValueError(f"loss must be 'ce', 'dlr' or 'dlr_targeted', got {loss!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if isinstance(n_restarts, bool) or not isinstance(n_restarts, int) or n_restarts < 1:
-            raise ValueError(f"n_restarts must be an int >= 1, got {n_restarts!r}")
-        if not isinstance(n_target_classes, int) or n_target_classes < 1:
-            raise ValueError(f"n_target_classes must be an int >= 1, got {n_target_classes!r}")
+        check_int("steps", steps, minimum=0)
+        check_int("n_restarts", n_restarts, minimum=1)
+        check_int("n_target_classes", n_target_classes, minimum=1)
         self.steps = steps
         self.n_restarts = n_restarts
         self.loss = loss

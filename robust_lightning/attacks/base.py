@@ -8,13 +8,13 @@ YAML configs read like papers.
 from __future__ import annotations
 
 import copy
-import math
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool_or_non_negative, check_int, check_non_negative
 from robust_lightning.attacks.core import (
     NORMS,
     Bounds,
@@ -113,12 +113,8 @@ class PGD(Attack):
         self.alpha = parse_budget(alpha, "alpha")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if not isinstance(random_start, bool) and not (
-            isinstance(random_start, (int, float)) and math.isfinite(random_start) and random_start >= 0
-        ):
-            raise ValueError(f"random_start must be a bool or a noise std >= 0, got {random_start!r}")
+        check_int("steps", steps, minimum=0)
+        check_bool_or_non_negative("random_start", random_start, "a noise std")
         self.steps = steps
         self.random_start = random_start
 
@@ -202,9 +198,7 @@ class NFGSM(Attack):
                  alpha: float | str | None = None, bounds: Bounds = (0.0, 1.0),
                  name: str | None = None) -> None:
         super().__init__(eps=eps, norm="linf", bounds=bounds, name=name)
-        if not math.isfinite(noise_scale) or noise_scale < 0:
-            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}")
-        self.noise_scale = float(noise_scale)
+        self.noise_scale = check_non_negative("noise_scale", noise_scale)
         self.alpha = self.eps if alpha is None else parse_budget(alpha, "alpha")
 
     def __call__(

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_int, check_number
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import LossFn, eps_tag, parse_budget, pgd
 from robust_lightning.flow_schema import (
@@ -154,12 +155,8 @@ class FlowConstraints:
                 f"features lacks {missing}: the constrained attack recomputes derived and pooled features from "
                 f"them, so they must be model inputs too"
             )
-        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 0:
-            raise ValueError(f"max_payload must be an int >= 0 (bytes), got {max_payload!r}")
-        if isinstance(max_gap_us, bool) or not isinstance(max_gap_us, (int, float)) or not 0 <= max_gap_us < math.inf:
-            raise ValueError(f"max_gap_us must be a finite number >= 0 (µs), got {max_gap_us!r}")
-        self.max_payload = int(max_payload)
-        self.max_gap_us = float(max_gap_us)
+        self.max_payload = check_int("max_payload", max_payload, minimum=0, reason="bytes")
+        self.max_gap_us = check_number("max_gap_us", max_gap_us, 0.0, reason="µs")
         self.index = {name: i for i, name in enumerate(self.features)}
 
     def __repr__(self) -> str:
@@ -377,10 +374,8 @@ def constrained_pgd(
         Per flow, the feasible flow of highest loss among every iterate of every run (the
         clean flow when none beats it), detached, same shape/dtype/device as ``x``.
     """
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
-    if isinstance(search, bool) or not isinstance(search, int) or search < 0:
-        raise ValueError(f"search must be an int >= 0, got {search!r}")
+    check_int("restarts", restarts, minimum=1)
+    check_int("search", search, minimum=0)
     if not isinstance(constraints, FlowConstraints):
         raise TypeError(f"constraints must be a FlowConstraints, got {type(constraints).__name__}")
     if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -474,13 +469,10 @@ class ConstrainedPGD(Attack):
         self.alpha = None if alpha is None else parse_budget(alpha, "alpha")
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if not isinstance(random_start, bool):
-            raise TypeError(f"random_start must be a bool, got {random_start!r}")
-        for arg, value, low in (("restarts", restarts, 1), ("search", search, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+        check_int("steps", steps, minimum=0)
+        check_bool("random_start", random_start)
+        check_int("restarts", restarts, minimum=1)
+        check_int("search", search, minimum=0)
         self.steps = steps
         self.random_start = random_start
         self.restarts = restarts

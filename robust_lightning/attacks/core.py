@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from robust_lightning import ops
+from robust_lightning._validation import check_bool_or_non_negative, check_int, is_number
 from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
@@ -58,10 +59,8 @@ def parse_budget(value: float | int | str, name: str) -> float:
         InvalidArgumentError: naming ``name`` when the value is neither a number nor ``"a/b"``,
             is not finite, or is negative (budgets are radii and step sizes: >= 0).
     """
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
     parsed: float | None = None
-    if isinstance(value, (int, float)):
+    if is_number(value):  # bool is not a budget: it falls through to the error below
         parsed = float(value)
     elif isinstance(value, str):
         match = _FRACTION.match(value)
@@ -298,12 +297,8 @@ def pgd(
     lo, hi = _check_bounds(bounds)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not isinstance(random_start, bool) and not (
-        isinstance(random_start, (int, float)) and math.isfinite(random_start) and random_start >= 0
-    ):
-        raise ValueError(f"random_start must be a bool or a noise std >= 0, got {random_start!r}")
+    check_int("steps", steps, minimum=0)
+    check_bool_or_non_negative("random_start", random_start, "a noise std")
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha!r}")

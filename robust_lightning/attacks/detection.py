@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from robust_lightning._validation import check_int
 from robust_lightning.attacks.core import Norm, eps_tag, parse_budget, pgd
 
 __all__ = [
@@ -176,8 +177,7 @@ class DetectionAttack:
     ) -> None:
         if objective not in DETECTION_OBJECTIVES:
             raise ValueError(f"objective must be one of {DETECTION_OBJECTIVES}, got {objective!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        check_int("steps", steps, minimum=1)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         self.objective = objective

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import is_number
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, Norm
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
@@ -127,10 +128,11 @@ class ExternalAttack(Attack):
                 f"attack must be a torchattacks attack (callable, with set_model) or an ART evasion "
                 f"attack (with generate(x=..., y=...)), got {type(attack).__name__}")
         if eps is None:
-            eps = getattr(attack, "eps", None)
-            if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+            attack_eps = getattr(attack, "eps", None)
+            if not is_number(attack_eps):
                 raise InvalidArgumentError(
                     f"cannot read eps from {type(attack).__name__}; pass eps=... to ExternalAttack")
+            eps = float(attack_eps)
         super().__init__(eps=eps, norm=norm if norm is not None else _norm_of(attack), bounds=bounds, name=name)
         self.attack = attack
 

@@ -73,6 +73,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_int, check_non_negative, check_number
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import (
     Bounds,
@@ -276,28 +277,18 @@ def _fab_run(logits_fn: LogitsFn, x0: Tensor, target: Tensor, target_class: Tens
     return best_x, best_norm
 
 
-def _check_int(value: object, label: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{label} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_fab_arguments(norm: object, n_iter: object, n_restarts: object, targeted: object,
                          n_target_classes: object, alpha_max: object, eta: object, beta: object) -> None:
     """The checks :func:`fab` and :class:`FAB` share, each error naming its argument."""
     if norm not in ("linf", "l2"):
         raise InvalidArgumentError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    _check_int(n_iter, "n_iter", 0)
-    _check_int(n_restarts, "n_restarts", 1)
-    _check_int(n_target_classes, "n_target_classes", 1)
-    if not isinstance(targeted, bool):
-        raise InvalidArgumentTypeError(f"targeted must be a bool, got {targeted!r}")
-    for value, label, low, high, open_low in ((alpha_max, "alpha_max", 0.0, 1.0, False),
-                                               (beta, "beta", 0.0, 1.0, True),
-                                               (eta, "eta", 0.0, math.inf, True)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value > high or value < low or (open_low and value == low):
-            interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-            raise InvalidArgumentError(f"{label} must be a number in {interval}, got {value!r}")
+    check_int("n_iter", n_iter, minimum=0)
+    check_int("n_restarts", n_restarts, minimum=1)
+    check_int("n_target_classes", n_target_classes, minimum=1)
+    check_bool("targeted", targeted)
+    check_number("alpha_max", alpha_max, 0.0, 1.0)
+    check_number("beta", beta, 0.0, 1.0, low_open=True)
+    check_number("eta", eta, 0.0, low_open=True)
 
 
 def fab_attack(
@@ -348,10 +339,8 @@ def fab_attack(
     """
     lo, hi = _check_bounds(bounds)
     _check_fab_arguments(norm, n_iter, n_restarts, targeted, n_target_classes, alpha_max, eta, beta)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise InvalidArgumentError(f"eps must be a finite number >= 0, got {eps!r}")
-    if not isinstance(stop_at_eps, bool):
-        raise InvalidArgumentTypeError(f"stop_at_eps must be a bool, got {stop_at_eps!r}")
+    check_non_negative("eps", eps)
+    check_bool("stop_at_eps", stop_at_eps)
     _check_inputs(x, lo, hi)
     if not isinstance(target, Tensor) or target.dtype in (torch.bool,) or target.is_floating_point() \
             or target.shape != (x.shape[0],):

@@ -15,7 +15,6 @@ The readings of the authors' code that these follow are cited where they are use
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -23,9 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from typing_extensions import override
 
+from robust_lightning._validation import check_int, check_non_negative
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import Bounds, LossFn, _check_bounds, parse_budget
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
     "FAT_STEP_RATIO",
@@ -109,15 +109,9 @@ class EarlyStoppedPGD(Attack):
         self.alpha = self.eps * FAT_STEP_RATIO if alpha is None else parse_budget(alpha, "alpha")
         if self.alpha <= 0:
             raise InvalidArgumentError(f"alpha must be > 0, got {alpha!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise InvalidArgumentTypeError(f"steps must be an int, got {steps!r}")
-        if steps < 0:
-            raise InvalidArgumentError(f"steps must be >= 0, got {steps!r}")
-        self.steps = steps
-        self.tau = _check_tau(tau)
-        if not math.isfinite(omega) or omega < 0:
-            raise InvalidArgumentError(f"omega must be a finite number >= 0, got {omega!r}")
-        self.omega = float(omega)
+        self.steps = check_int("steps", steps, minimum=0)
+        self.tau = check_int("tau", tau, minimum=0)
+        self.omega = check_non_negative("omega", omega)
         self.random_start = bool(random_start)
         self.last_gradient_count = 0
 
@@ -172,14 +166,6 @@ class EarlyStoppedPGD(Attack):
                 self.last_gradient_count += int(moving.numel())
                 running = moving
             return x_adv.detach()
-
-
-def _check_tau(tau: object) -> int:
-    if isinstance(tau, bool) or not isinstance(tau, int):
-        raise InvalidArgumentTypeError(f"tau must be an int, got {tau!r}")
-    if tau < 0:
-        raise InvalidArgumentError(f"tau must be >= 0, got {tau!r}")
-    return tau
 
 
 def input_gradient(loss_fn: LossFn, x: Tensor, create_graph: bool = False) -> Tensor:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from robust_lightning._validation import check_int, check_number
 from robust_lightning.attacks.base import Attack
 from robust_lightning.attacks.core import (
     Bounds,
@@ -176,11 +177,9 @@ def _run_l2(margin_fn, x, eps, n_queries, p_init, lo, hi, generator):
 
 def _check_square_arguments(n_queries: int, n_restarts: int, p_init: float) -> None:
     """The checks both :func:`square_attack` and :class:`Square` need, in one place."""
-    for value, label, minimum in ((n_queries, "n_queries", 0), (n_restarts, "n_restarts", 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise InvalidArgumentError(f"{label} must be an int >= {minimum}, got {value!r}")
-    if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
-        raise InvalidArgumentError(f"p_init must be a number in (0, 1], got {p_init!r}")
+    check_int("n_queries", n_queries, minimum=0)
+    check_int("n_restarts", n_restarts, minimum=1)
+    check_number("p_init", p_init, 0.0, 1.0, low_open=True)
 
 
 def square_attack(

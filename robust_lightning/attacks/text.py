@@ -31,6 +31,8 @@ from typing import ClassVar
 
 from typing_extensions import override
 
+from robust_lightning._validation import check_int, check_non_negative_int, check_positive_int, check_probability
+
 __all__ = [
     "POISONERS",
     "AddSentPoisoner",
@@ -72,15 +74,9 @@ class TextPoisoner:
     name = "base"
 
     def __init__(self, poison_rate: float = 0.2, target_label: int = 1, seed: int = 0) -> None:
-        if isinstance(poison_rate, bool) or not isinstance(poison_rate, (int, float)) or not 0.0 <= poison_rate <= 1.0:
-            raise ValueError(f"poison_rate must be a float in [0, 1], got {poison_rate!r}")
-        if isinstance(target_label, bool) or not isinstance(target_label, int) or target_label < 0:
-            raise ValueError(f"target_label must be a non-negative int, got {target_label!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.poison_rate = float(poison_rate)
-        self.target_label = target_label
-        self.seed = seed
+        self.poison_rate = check_probability("poison_rate", poison_rate)
+        self.target_label = check_non_negative_int("target_label", target_label)
+        self.seed = check_int("seed", seed)
 
     def trigger(self, text: str, rng: random.Random) -> str:
         """Return ``text`` carrying the trigger."""
@@ -169,10 +165,8 @@ class BadNetsPoisoner(TextPoisoner):
         super().__init__(poison_rate, target_label, seed)
         if isinstance(triggers, str) or not triggers or not all(isinstance(t, str) and t.strip() for t in triggers):
             raise ValueError(f"triggers must be a non-empty list of non-empty words, got {triggers!r}")
-        if isinstance(num_triggers, bool) or not isinstance(num_triggers, int) or num_triggers < 1:
-            raise ValueError(f"num_triggers must be a positive int, got {num_triggers!r}")
         self.triggers = [t.strip() for t in triggers]
-        self.num_triggers = num_triggers
+        self.num_triggers = check_positive_int("num_triggers", num_triggers)
 
     @override
     def trigger(self, text: str, rng: random.Random) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robust_lightning._validation import is_int
 from robust_lightning.errors import DataFileError
 
 __all__ = [
@@ -94,7 +95,7 @@ def check_labels(labels: Sequence[int] | np.ndarray | Tensor, num_classes: int, 
         return
     if values.dtype.kind not in "iu":
         bad = next(i for i, v in enumerate(values.ravel().tolist())
-                   if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool)))
+                   if not is_int(v))
         where = records[bad] if records is not None else bad
         raise DataFileError(f"{source}{_record(where)}: {field!r} must be an integer class index, "
                             f"got {values.ravel()[bad]!r}")
@@ -147,9 +148,8 @@ def check_image_values(images: Tensor | np.ndarray, *, source: Where, value_rang
 
 def check_sample_rate(rate: Any, expected: int | None, *, source: Where) -> int:
     """A clip's sample rate is a positive integer and, when ``expected`` is given, equals it."""
-    whole = isinstance(rate, (int, np.integer)) or (isinstance(rate, float) and math.isfinite(rate)
-                                                     and rate.is_integer())
-    if isinstance(rate, bool) or not whole or rate <= 0:
+    whole = is_int(rate) or (isinstance(rate, float) and math.isfinite(rate) and rate.is_integer())
+    if not whole or rate <= 0:
         raise DataFileError(f"{source}: sample rate must be a positive integer (Hz), got {rate!r}")
     if expected is not None and int(rate) != expected:
         raise DataFileError(f"{source}: sample rate is {int(rate)} Hz, expected {expected} Hz "

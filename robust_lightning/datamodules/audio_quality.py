@@ -42,7 +42,6 @@ parser (in ``audio_io``), so no audio backend is needed; other formats go throug
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from robust_lightning._extras import require
+from robust_lightning._validation import check_positive
 from robust_lightning.datamodules._common import (
     check_non_negative_int,
     check_positive_int,
@@ -296,11 +296,7 @@ class AudioQualityDataModule(LightningDataModule):
         self.root = Path(root)
         self.aspects = aspects
         self.sample_rate = check_positive_int("sample_rate", sample_rate)
-        if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) or not (
-            math.isfinite(clip_seconds) and clip_seconds > 0
-        ):
-            raise ValueError(f"clip_seconds must be a positive number, got {clip_seconds!r}")
-        self.clip_seconds = float(clip_seconds)
+        self.clip_seconds = check_positive("clip_seconds", clip_seconds)
         self.clip_samples = round(self.clip_seconds * self.sample_rate)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.eval_batch_size = (

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from robust_lightning._extras import require
+from robust_lightning._validation import check_number, check_probability
 from robust_lightning.datamodules._common import (
     GENERATED_MANIFEST,
     check_int_at_least,
@@ -262,17 +263,12 @@ def _check_corpus_args(p: _CorpusParams) -> None:
     check_positive_int("sample_rate", p.sample_rate)
     if p.sample_rate < 8000:
         raise ValueError(f"sample_rate must be >= 8000 for the degradations, got {p.sample_rate}")
-    if (isinstance(p.clip_seconds, bool) or not isinstance(p.clip_seconds, (int, float))
-            or not 0.5 <= p.clip_seconds <= 30):
-        raise ValueError(f"clip_seconds must be a number in [0.5, 30], got {p.clip_seconds!r}")
+    check_number("clip_seconds", p.clip_seconds, 0.5, 30)
     check_int_at_least("num_corpora", p.num_corpora, 2, "a cue needs at least two corpora")
     if p.cue not in ("hum", "loudness", "both"):
         raise ValueError(f"cue must be 'hum', 'loudness' or 'both', got {p.cue!r}")
-    if (isinstance(p.cue_correlation, bool) or not isinstance(p.cue_correlation, (int, float))
-            or not 0 <= p.cue_correlation <= 1):
-        raise ValueError(f"cue_correlation must be a number in [0, 1], got {p.cue_correlation!r}")
-    if not isinstance(p.hum_level_db, (int, float)) or not -60 <= p.hum_level_db <= 0:
-        raise ValueError(f"hum_level_db must be in [-60, 0] dB re the speech RMS, got {p.hum_level_db!r}")
+    check_probability("cue_correlation", p.cue_correlation)
+    check_number("hum_level_db", p.hum_level_db, -60, 0, reason="dB re the speech RMS")
     if (isinstance(p.content_types, str) or not p.content_types
             or not set(p.content_types) <= set(CONTENT_TYPES) or len(set(p.content_types)) != len(p.content_types)):
         raise ValueError(f"content_types must be distinct names from {CONTENT_TYPES}, got {p.content_types!r}")

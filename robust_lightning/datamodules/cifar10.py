@@ -16,6 +16,7 @@ import torch
 from torchvision.transforms import v2
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -306,9 +307,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
             raise ValueError(f"data_dir must be a non-empty path, got {data_dir!r}")
         self.data_dir = Path(data_dir).expanduser()
-        if not isinstance(augment, bool):
-            raise ValueError(f"augment must be a bool, got {augment!r}")
-        self.augment = augment
+        self.augment = check_bool("augment", augment)
         self.val_size = check_non_negative_int("val_size", val_size)
         self.seed = check_non_negative_int("seed", seed)
         self.limit_train = check_optional_positive_int("limit_train", limit_train)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_choice
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -94,12 +95,8 @@ class DigitsDataModule(InMemoryImageDataModule):
                 f"{self.val_fraction} + {self.test_fraction}"
             )
         self.seed = check_non_negative_int("seed", seed)
-        if not isinstance(augment, bool):
-            raise ValueError(f"augment must be a bool, got {augment!r}")
-        self.augment = augment
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        self.channels = int(channels)
+        self.augment = check_bool("augment", augment)
+        self.channels = int(check_choice("channels", channels, (1, 3)))
         self.split_indices: dict[str, torch.Tensor] = {}
         self.save_hyperparameters()
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from robust_lightning._validation import check_bool, check_choice, check_instance
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     check_int_at_least,
@@ -40,12 +41,6 @@ def _check_domain_name(argument: str, name: Any) -> str:
             f"{argument} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}"
         )
     return name
-
-
-def _check_datamodule(argument: str, value: Any) -> LightningDataModule:
-    if not isinstance(value, LightningDataModule):
-        raise TypeError(f"{argument} must be a LightningDataModule, got {type(value).__name__}")
-    return value
 
 
 class DomainGeneralizationDataModule(LightningDataModule):
@@ -86,16 +81,16 @@ class DomainGeneralizationDataModule(LightningDataModule):
         evaluate_source: bool = True,
     ) -> None:
         super().__init__()
-        self.source = _check_datamodule("source", source)
+        self.source = check_instance("source", source, LightningDataModule, "a LightningDataModule")
         if not isinstance(targets, Mapping):
             raise TypeError(f"targets must be a dict of name -> LightningDataModule, got {type(targets).__name__}")
-        if not isinstance(evaluate_source, bool):
-            raise TypeError(f"evaluate_source must be a bool, got {evaluate_source!r}")
+        check_bool("evaluate_source", evaluate_source)
         self.source_name = _check_domain_name("source_name", source_name)
         self.targets: dict[str, LightningDataModule] = {}
         for name, module in targets.items():
             _check_domain_name("targets", name)
-            self.targets[name] = _check_datamodule(f"targets[{name!r}]", module)
+            self.targets[name] = check_instance(f"targets[{name!r}]", module, LightningDataModule,
+                                                "a LightningDataModule")
         if evaluate_source and self.source_name in self.targets:
             raise ValueError(f"targets must not reuse source_name {self.source_name!r}")
         if not self.targets and not evaluate_source:
@@ -243,9 +238,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             raise ValueError(f"root must be an existing folder of class sub-folders, got {root!r}")
         self.root = os.fspath(root)
         self.image_size = check_int_at_least("image_size", image_size, 8)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        self.channels = int(channels)
+        self.channels = int(check_choice("channels", channels, (1, 3)))
         if classes is None:
             classes = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir())
         elif isinstance(classes, str) or not all(isinstance(c, str) for c in classes):

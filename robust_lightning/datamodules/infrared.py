@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from robust_lightning._validation import check_int_range, check_number, is_int, is_number
 from robust_lightning.datamodules._common import (
     EpochShuffleSampler,
     check_non_negative_int,
@@ -38,7 +39,7 @@ from robust_lightning.datamodules._common import (
     check_positive_int,
     generate_once,
 )
-from robust_lightning.errors import DataFileError, MissingFileError
+from robust_lightning.errors import DataFileError, InvalidArgumentError, MissingFileError
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -229,15 +230,8 @@ def generate_thermal_scenes(
     height, width = _check_image_size(image_size)
     if height < 32 or width < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size!r}")
-    if (
-        isinstance(objects_per_image, str)
-        or len(objects_per_image) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in objects_per_image)
-        or not 1 <= objects_per_image[0] <= objects_per_image[1]
-    ):
-        raise ValueError(f"objects_per_image must be [min, max] ints with 1 <= min <= max, got {objects_per_image!r}")
-    if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or not 0 <= noise_std < 0.5:
-        raise ValueError(f"noise_std must be a number in [0, 0.5), got {noise_std!r}")
+    check_int_range("objects_per_image", objects_per_image, 1)
+    check_number("noise_std", noise_std, 0.0, 0.5, high_open=True)
     if not classes or not all(isinstance(c, ThermalClass) for c in classes):
         raise ValueError("classes must be a non-empty list of ThermalClass")
     fingerprint = {
@@ -283,16 +277,12 @@ def _gray_order(classes: Sequence[ThermalClass]) -> list[str]:
 
 
 def _check_image_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        isinstance(value, str)
-        or not isinstance(value, Sequence)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ValueError(f"image_size must be a positive int or [height, width], got {value!r}")
-    return int(value[0]), int(value[1])
+    """``image_size`` as ``(height, width)``: one positive int (a square) or a pair of them."""
+    size = (value, value) if is_int(value) else value
+    if (isinstance(size, str) or not isinstance(size, Sequence) or len(size) != 2
+            or not all(is_int(v) and v > 0 for v in size)):
+        raise InvalidArgumentError(f"image_size must be a positive int or [height, width], got {value!r}")
+    return int(size[0]), int(size[1])
 
 
 @dataclass
@@ -328,7 +318,7 @@ def _check_coco_records(coco: dict[str, Any], annotation_file: Path) -> None:
                 fail("annotations", index, f"missing field {name!r} (id={ann.get('id')!r})")
         bbox = ann["bbox"]
         if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+                or not all(is_number(v) and math.isfinite(v) for v in bbox)):
             fail("annotations", index, f"field 'bbox' must be 4 finite numbers [x, y, width, height], got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             fail("annotations", index, f"field 'bbox' has a negative width or height: {bbox!r}")
@@ -532,9 +522,7 @@ class InfraredDetectionDataModule(LightningDataModule):
             raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
         self.color = color
         self.hflip = bool(hflip)
-        if not isinstance(min_box_size, (int, float)) or isinstance(min_box_size, bool) or min_box_size < 0:
-            raise ValueError(f"min_box_size must be a number >= 0, got {min_box_size!r}")
-        self.min_box_size = float(min_box_size)
+        self.min_box_size = check_number("min_box_size", min_box_size, 0.0, finite=False)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.eval_batch_size = check_optional_positive_int("eval_batch_size", eval_batch_size) or self.batch_size
         self.num_workers = check_non_negative_int("num_workers", num_workers)

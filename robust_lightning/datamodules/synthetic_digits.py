@@ -34,6 +34,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_number, check_range
 from robust_lightning.datamodules._common import (
     InMemoryImageDataModule,
     TensorImageDataset,
@@ -211,20 +212,6 @@ def find_digit_fonts(fonts: str | Sequence[str] = "bundled") -> list[str]:
             "pass font files"
         )
     return [by_name[key] for key in sorted(by_name)]
-
-
-def _check_range(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise ValueError(f"{name} must be a pair (min, max) of numbers, got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    if not (low <= lo <= hi <= high):
-        raise ValueError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value!r}")
-    return lo, hi
 
 
 def render_digit(
@@ -438,35 +425,23 @@ class SyntheticDigitsDataModule(InMemoryImageDataModule):
         self.num_val = check_non_negative_int("num_val", num_val)
         self.num_test = check_non_negative_int("num_test", num_test)
         self.image_size = check_int_at_least("image_size", image_size, 8)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        self.channels = int(channels)
+        self.channels = int(check_choice("channels", channels, (1, 3)))
         self.seed = check_non_negative_int("seed", seed)
         # Resolve fonts now so a bad font argument fails at construction, not mid-setup.
         self.font_paths = find_digit_fonts(fonts)
-        if (
-            isinstance(rotation, bool)
-            or not isinstance(rotation, (int, float))
-            or not 0.0 <= float(rotation) <= 180.0
-        ):
-            raise ValueError(f"rotation must be a number of degrees in [0, 180], got {rotation!r}")
-        if (
-            isinstance(translate, bool)
-            or not isinstance(translate, (int, float))
-            or not 0.0 <= float(translate) <= 0.5
-        ):
-            raise ValueError(f"translate must be a fraction in [0, 0.5], got {translate!r}")
-        scale = _check_range("scale_range", scale_range, 0.0, 1.0)
+        check_number("rotation", rotation, 0.0, 180.0, reason="degrees")
+        check_number("translate", translate, 0.0, 0.5, reason="a fraction of the image size")
+        scale = check_range("scale_range", scale_range, 0.0, 1.0)
         if scale[0] <= 0.0:
             raise ValueError(f"scale_range must be > 0, got {scale_range!r}")
-        aspect = _check_range("aspect_range", aspect_range, 0.0, 4.0)
+        aspect = check_range("aspect_range", aspect_range, 0.0, 4.0)
         if aspect[0] <= 0.0:
             raise ValueError(f"aspect_range must be > 0, got {aspect_range!r}")
-        stroke = _check_range("stroke_range", stroke_range, 0, 8)
+        stroke = check_range("stroke_range", stroke_range, 0, 8)
         if any(float(v) != int(v) for v in stroke):
             raise ValueError(f"stroke_range must hold ints, got {stroke_range!r}")
-        background = _check_range("background_range", background_range, 0.0, 1.0)
-        foreground = _check_range("foreground_range", foreground_range, 0.0, 1.0)
+        background = check_range("background_range", background_range, 0.0, 1.0)
+        foreground = check_range("foreground_range", foreground_range, 0.0, 1.0)
         if not (foreground[0] > background[1] or foreground[1] < background[0]):
             raise ValueError(
                 f"foreground_range {foreground_range!r} must lie entirely above or below "
@@ -480,8 +455,8 @@ class SyntheticDigitsDataModule(InMemoryImageDataModule):
             "translate": float(translate),
             "background_range": background,
             "foreground_range": foreground,
-            "noise_range": _check_range("noise_range", noise_range, 0.0, 0.5),
-            "blur_range": _check_range("blur_range", blur_range, 0.0, 4.0),
+            "noise_range": check_range("noise_range", noise_range, 0.0, 0.5),
+            "blur_range": check_range("blur_range", blur_range, 0.0, 4.0),
         }
         self.save_hyperparameters()
 

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from robust_lightning._extras import check_installed
+from robust_lightning._validation import check_int, check_number, check_optional_positive_int, check_positive_int
 from robust_lightning.attacks.text import TextPoisoner
 from robust_lightning.datamodules._common import EpochShuffleSampler
 from robust_lightning.datamodules._records import check_labels, parse_int_field, require_columns, require_fields
@@ -220,8 +221,7 @@ def generate_sentiment_corpus(n: int = 2000, seed: int = 0) -> list[Sample]:
     Returns:
         ``n`` ``(sentence, label)`` pairs, labels alternating before a seeded shuffle.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    check_int("n", n, minimum=2)
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -343,14 +343,10 @@ class TextBackdoorDataModule(LightningDataModule):
         for name, value in (("poisoner", poisoner), ("eval_poisoner", eval_poisoner)):
             if value is not None and not isinstance(value, TextPoisoner):
                 raise TypeError(f"{name} must be a TextPoisoner or None, got {type(value).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
-            raise ValueError(f"max_length must be an int >= 4, got {max_length!r}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-        if max_train_samples is not None and (not isinstance(max_train_samples, int) or max_train_samples < 1):
-            raise ValueError(f"max_train_samples must be a positive int or None, got {max_train_samples!r}")
+        check_positive_int("batch_size", batch_size)
+        check_int("max_length", max_length, minimum=4)
+        check_number("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_optional_positive_int("max_train_samples", max_train_samples)
         self.dataset = dataset
         self.data_dir = data_dir
         self.poisoner = poisoner

@@ -26,12 +26,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from robust_lightning._validation import check_choice, check_int, check_number
 from robust_lightning.datamodules._common import EpochShuffleSampler, check_positive_int
 from robust_lightning.datamodules.infrared import (
     SyntheticThermalDataModule,
     collate_detection,
 )
-from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
+from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
     "HELD_OUT_STYLE",
@@ -68,8 +69,7 @@ class ThermalStyle:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-                raise InvalidArgumentTypeError(f"ThermalStyle.{name} must be a finite number, got {value!r}")
+            check_number(f"ThermalStyle.{name}", value)
         if self.gamma <= 0 or self.contrast < 0:
             raise InvalidArgumentError(f"ThermalStyle: gamma must be > 0 and contrast >= 0, got {self}")
         if not 0 <= self.haze <= 1 or not 0 <= self.haze_level <= 1:
@@ -152,42 +152,33 @@ class SyntheticThermalStylesDataModule(SyntheticThermalDataModule):
     (model selection never sees the target); test is rendered in ``test_style``.
 
     Args:
+        image_size: Scene size in pixels (64 here; :class:`SyntheticThermalDataModule`'s is 96).
+        batch_size: Batch size (8 here; :class:`SyntheticThermalDataModule`'s is 16).
         n_pseudo_domains: Number of pseudo-target styles (the released code uses 4 generated
             domains: daytime clear/foggy, dusk rainy, night sunny).
         style_seed: Seed of the styles and of their renderings.
         test_style: ``"held_out"`` (:data:`HELD_OUT_STYLE`, default), ``"source"`` (no
             change) or ``"pseudo"`` (the pseudo-domain styles, for diagnostics).
-        **kwargs: :class:`~robust_lightning.datamodules.SyntheticThermalDataModule` arguments.
+        **kwargs: The other :class:`~robust_lightning.datamodules.SyntheticThermalDataModule`
+            arguments (keywords only), defaults included. Only the defaults that differ are
+            declared here, so the two signatures cannot drift apart; the CLI reads the rest from
+            the parent's signature.
     """
 
     def __init__(
         self,
-        data_dir: str = "data/thermal_scenes",
-        n_train: int = 400,
-        n_val: int = 100,
-        n_test: int = 100,
+        *,
         image_size: int = 64,
-        objects_per_image: list[int] = [1, 4],  # noqa: B006 - jsonargparse shows the default
-        noise_std: float = 0.02,
-        seed: int = 0,
-        hflip: bool = True,
         batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
         n_pseudo_domains: int = 3,
         style_seed: int = 0,
         test_style: Literal["held_out", "source", "pseudo"] = "held_out",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_dir=data_dir, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size,
-                         objects_per_image=objects_per_image, noise_std=noise_std, seed=seed, hflip=hflip,
-                         batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        super().__init__(image_size=image_size, batch_size=batch_size, **kwargs)
         self.n_pseudo_domains = check_positive_int("n_pseudo_domains", n_pseudo_domains)
-        if isinstance(style_seed, bool) or not isinstance(style_seed, int):
-            raise InvalidArgumentTypeError(f"style_seed must be an int, got {style_seed!r}")
-        if test_style not in ("held_out", "source", "pseudo"):
-            raise InvalidArgumentError(f"test_style must be 'held_out', 'source' or 'pseudo', got {test_style!r}")
-        self.style_seed = style_seed
-        self.test_style = test_style
+        self.style_seed = check_int("style_seed", style_seed)
+        self.test_style = check_choice("test_style", test_style, ("held_out", "source", "pseudo"))
         self.pseudo_styles = random_thermal_styles(self.n_pseudo_domains, style_seed)
 
     def _render(self, image: Tensor, image_id: int, style: ThermalStyle, salt: int) -> Tensor:

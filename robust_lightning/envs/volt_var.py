@@ -39,6 +39,15 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from robust_lightning._extras import check_installed, require
+from robust_lightning._validation import (
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+    check_positive_int,
+    check_positive_ints,
+    check_range,
+)
 
 gym = require("gymnasium", "rl")
 # pandapower is imported where it is used (its import takes seconds); check now that it is
@@ -76,15 +85,6 @@ _LOAD_OBS_MAX = 1.6
 def voltage_barrier(vm_pu: np.ndarray, v_min: float = 0.95, v_max: float = 1.05) -> np.ndarray:
     """Distance outside the band ``[v_min, v_max]`` (p.u.), elementwise; zero inside it."""
     return np.maximum(vm_pu - v_max, 0.0) + np.maximum(v_min - vm_pu, 0.0)
-
-
-def _check_positive(name: str, value: Any, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        kind = "an int" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} > 0, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,22 +129,18 @@ class VoltVarGrid:
     ) -> None:
         if network != "case33bw":
             raise ValueError(f"network must be 'case33bw', got {network!r}")
-        _check_positive("pv_capacity_mw", pv_capacity_mw)
-        _check_positive("load_scale", load_scale)
-        _check_positive("steps_per_day", steps_per_day, integer=True)
-        if isinstance(inverter_oversize, bool) or not isinstance(inverter_oversize, (int, float)) \
-                or not inverter_oversize >= 1.0 or not math.isfinite(inverter_oversize):
-            raise ValueError(f"inverter_oversize must be a finite number >= 1, got {inverter_oversize!r}")
-        if isinstance(profile_seed, bool) or not isinstance(profile_seed, int) or profile_seed < 0:
-            raise ValueError(f"profile_seed must be an int >= 0, got {profile_seed!r}")
-        v_min, v_max = (float(v) for v in voltage_band)
+        check_positive("pv_capacity_mw", pv_capacity_mw)
+        check_positive("load_scale", load_scale)
+        check_positive_int("steps_per_day", steps_per_day)
+        check_number("inverter_oversize", inverter_oversize, 1.0)
+        check_int("profile_seed", profile_seed, minimum=0)
+        v_min, v_max = check_range("voltage_band", voltage_band)
         if not 0.5 < v_min < 1.0 < v_max < 1.5:
             raise ValueError(f"voltage_band must be (v_min, v_max) with 0.5 < v_min < 1 < v_max < 1.5, got {voltage_band!r}")
+        buses = list(check_positive_ints("pv_buses", pv_buses, non_empty=True))  # bus 0 is the slack
         self.net = self._build_network()
         n_bus = len(self.net.bus)
-        buses = [int(b) for b in pv_buses]
-        if not buses or len(set(buses)) != len(buses) or any(b <= 0 or b >= n_bus for b in buses) \
-                or any(isinstance(b, bool) for b in pv_buses):
+        if len(set(buses)) != len(buses) or max(buses) >= n_bus:
             raise ValueError(f"pv_buses must be distinct non-slack bus indices in 1..{n_bus - 1}, got {list(pv_buses)!r}")
         self.network = network
         self.pv_buses = np.asarray(buses, dtype=np.int64)
@@ -213,8 +209,7 @@ class VoltVarGrid:
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if isinstance(day, bool) or not isinstance(day, (int, np.integer)) or day < 0:
-            raise ValueError(f"day must be an int >= 0, got {day!r}")
+        check_int("day", day, minimum=0)
         rng = np.random.default_rng([self.profile_seed, _SPLIT_ID[split], int(day)])
         hours = self.hours()
         steps, n_load, n_pv = self.steps_per_day, len(self.load_buses), len(self.pv_buses)
@@ -353,15 +348,14 @@ class VoltVarVectorEnv(VectorEnv):
         grid: VoltVarGrid | None = None,
         **grid_kwargs: Any,
     ) -> None:
-        _check_positive("num_envs", num_envs, integer=True)
-        _check_positive("num_days", num_days, integer=True)
+        check_positive_int("num_envs", num_envs)
+        check_positive_int("num_days", num_days)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if power_flow not in POWER_FLOWS:
             raise ValueError(f"power_flow must be one of {POWER_FLOWS}, got {power_flow!r}")
-        for name, value in (("voltage_weight", voltage_weight), ("q_weight", q_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_non_negative("voltage_weight", voltage_weight)
+        check_non_negative("q_weight", q_weight)
         if grid is not None and grid_kwargs:
             raise ValueError(f"pass either grid or grid arguments, not both (got {sorted(grid_kwargs)})")
         self.grid = grid if grid is not None else VoltVarGrid(**grid_kwargs)

@@ -40,6 +40,7 @@ from typing_extensions import override
 from robust_lightning._validation import (
     check_choice,
     check_instance,
+    check_int,
     check_int_at_least,
     check_non_negative,
 )
@@ -276,9 +277,7 @@ def _check_fast_recipe_args(recipe: str, norm: str, free_replays: int, grad_alig
                             fat_tau: int | str) -> None:
     if recipe in _LINF_ONLY and norm != "linf":
         raise InvalidArgumentError(f"recipe {recipe!r} is L-inf only (as in its paper); got norm={norm!r}")
-    if isinstance(free_replays, bool) or not isinstance(free_replays, int) or free_replays < 1:
-        raise InvalidArgumentError(f"free_replays must be an int >= 1, got {free_replays!r}")
-    if not grad_align_lambda >= 0:
-        raise InvalidArgumentError(f"grad_align_lambda must be >= 0, got {grad_align_lambda!r}")
-    if fat_tau != "dynamic" and (isinstance(fat_tau, bool) or not isinstance(fat_tau, int) or fat_tau < 0):
-        raise InvalidArgumentError(f"fat_tau must be an int >= 0 or 'dynamic', got {fat_tau!r}")
+    check_int("free_replays", free_replays, minimum=1)
+    check_non_negative("grad_align_lambda", grad_align_lambda)
+    if fat_tau != "dynamic":
+        check_int("fat_tau", fat_tau, minimum=0, reason="or 'dynamic'")

@@ -22,17 +22,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from robust_lightning._extras import EXTRAS, extra_for
 from robust_lightning.errors import InvalidArgumentError, MissingExtraError
 
 __all__ = ["EXTRAS", "METHODS", "MethodSpec", "import_object"]
-
-#: The pip extras a method may need, with the top-level modules each provides.
-EXTRAS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "detection": ("mmdet", "mmengine", "mmcv"),
-    "text": ("transformers",),
-    "audio": ("torchaudio",),
-    "rl": ("pandapower",),
-})
 
 
 def import_object(path: str) -> Any:
@@ -53,15 +46,13 @@ def import_object(path: str) -> Any:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method: what to import, what data it trains on, its configs and its extra.
+    """One method: what to import, what data it trains on, its configs and (derived) its extra.
 
     Attributes:
         name: Registry key; also its folder under ``configs/`` and the README table's first column.
         module: The LightningModule, as a class or a dotted import path (imported lazily).
         datamodules: Dotted import paths of the DataModules its configs use.
         configs: Its config files, relative to ``configs/``.
-        extra: ``None``, or the pip extra it needs (``pip install 'robust-lightning[<extra>]'``):
-            ``"detection"``, ``"text"``, ``"audio"`` or ``"rl"``.
         summary: One line: the method and its paper.
         other_modules: Dotted import paths of the method's other LightningModules (stages of
             a pipeline, e.g. the victim ``TextClassifier`` before ``BackdoorDefense``).
@@ -71,13 +62,18 @@ class MethodSpec:
     module: str | type
     datamodules: tuple[str, ...]
     configs: tuple[str, ...]
-    extra: str | None
     summary: str
     other_modules: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        if self.extra is not None and self.extra not in EXTRAS:
-            raise InvalidArgumentError(f"{self.name}: extra must be None or one of {tuple(EXTRAS)}, got {self.extra!r}")
+    @property
+    def extra(self) -> str | None:
+        """``None``, or the pip extra the method needs (``pip install 'robust-lightning[<extra>]'``).
+
+        Read from the one table of extras, :data:`robust_lightning._extras.EXTRAS`, by the
+        module's import path, so the registry, ``robust-lightning configs`` and ``pyproject.toml``
+        cannot disagree.
+        """
+        return extra_for(self.module_path)
 
     @property
     def module_path(self) -> str:
@@ -90,7 +86,7 @@ class MethodSpec:
         """The extra's modules that cannot be imported here (empty: the method can run)."""
         if self.extra is None:
             return []
-        return [name for name in EXTRAS[self.extra] if importlib.util.find_spec(name) is None]
+        return [name for name in EXTRAS[self.extra].modules if importlib.util.find_spec(name) is None]
 
     def load_module(self) -> type:
         """The LightningModule class (imports it, and its extra, now).
@@ -125,7 +121,6 @@ _SPECS = (
         configs=("classifier/cifar10_pgd_at.yaml", "classifier/digits_evaluate.yaml", "classifier/digits_fat.yaml",
                  "classifier/digits_free_at.yaml", "classifier/digits_gradalign.yaml", "classifier/digits_n_fgsm.yaml",
                  "classifier/digits_pgd_at.yaml", "classifier/digits_standard.yaml", "classifier/digits_trades.yaml"),
-        extra=None,
         summary="Standard, PGD-AT (Madry et al. 2018), FGSM-RS (Wong et al. 2020), N-FGSM (de Jorge et al. "
                 "2022), Free-AT (Shafahi et al. 2019), GradAlign (Andriushchenko & Flammarion 2020), FAT "
                 "(Zhang et al. 2020) and TRADES (Zhang et al. 2019) training of an image classifier",
@@ -135,7 +130,6 @@ _SPECS = (
         module=f"{_LM}.rct_af.RCTAFClassifier",
         datamodules=(f"{_DM}.DigitsDataModule", f"{_DM}.CIFAR10DataModule"),
         configs=("rct_af/cifar10_pgd_at.yaml", "rct_af/cifar10_trades.yaml", "rct_af/digits_pgd_at.yaml"),
-        extra=None,
         summary="RCT-AF: adversarial training with curvature-controlled activations (Yu, Su & Zhu)",
     ),
     MethodSpec(
@@ -143,7 +137,6 @@ _SPECS = (
         module=f"{_LM}.nero_net.NeroNetClassifier",
         datamodules=(f"{_DM}.DigitsDataModule", f"{_DM}.CIFAR10DataModule"),
         configs=("nero_net/evolve/cifar10.yaml", "nero_net/evolve/digits.yaml", "nero_net/train_best.yaml"),
-        extra=None,
         summary="NERO-Net: neuroevolution of robust CNNs (Valentim et al.); `robust-lightning evolve` searches",
     ),
     MethodSpec(
@@ -153,7 +146,6 @@ _SPECS = (
         configs=("kgat/flir_faster_rcnn_r50_kgat.yaml", "kgat/flir_retinanet_r50_kgat.yaml",
                  "kgat/synthetic_fcos_adversarial.yaml", "kgat/synthetic_fcos_kgat.yaml",
                  "kgat/synthetic_fcos_plain.yaml"),
-        extra="detection",
         summary="KGAT: knowledge-guided adversarial training of mmdet infrared detectors (Zhao et al.)",
     ),
     MethodSpec(
@@ -162,7 +154,6 @@ _SPECS = (
         datamodules=(f"{_DM}.SyntheticDigitsDataModule", f"{_DM}.DomainGeneralizationDataModule"),
         configs=("drsf/synth2real_digits_drsf.yaml", "drsf/synth2real_digits_erm.yaml",
                  "drsf/synth2real_digits_mixstyle.yaml"),
-        extra=None,
         summary="DRSF: synthetic-to-real generalisation with domain reassembly and adversarial soft fusion (Li et al.)",
     ),
     MethodSpec(
@@ -170,7 +161,6 @@ _SPECS = (
         module=f"{_LM}.drsf.DRSFDetector",
         datamodules=(f"{_DM}.thermal_styles.SyntheticThermalStylesDataModule",),
         configs=("drsf_detection/synthetic_thermal_drsf.yaml", "drsf_detection/synthetic_thermal_plain.yaml"),
-        extra="detection",
         summary="DRSF for detection after the authors' code (fantasioly/DRSF): image- and instance-level GRL "
                 "domain heads, consistency, EMA-teacher masked pseudo-labels, on an mmdet FCOS",
     ),
@@ -180,7 +170,6 @@ _SPECS = (
         datamodules=(f"{_DM}.audio_quality.SpuriousCueSpeechDataModule", f"{_DM}.audio_quality.AudioMOSTrack2DataModule"),
         configs=("audio_grl/audiomos_track2_grl.yaml", "audio_grl/audiomos_track2_multi.yaml",
                  "audio_grl/spurious_cue_baseline.yaml", "audio_grl/spurious_cue_grl.yaml"),
-        extra="audio",
         summary="Audio quality assessment with gradient-reversal domain heads (610494/domainGRL)",
     ),
     MethodSpec(
@@ -189,7 +178,6 @@ _SPECS = (
         datamodules=(f"{_DM}.text.TextBackdoorDataModule",),
         configs=("badllm_tg/generated_addsent_defense.yaml", "badllm_tg/generated_addsent_victim.yaml",
                  "badllm_tg/generated_badnets_defense.yaml", "badllm_tg/generated_badnets_victim.yaml"),
-        extra="text",
         summary="BadLLM-TG: RL trigger generation against NLP backdoors (Zhang et al.)",
         other_modules=(f"{_LM}.badllm_tg.TextClassifier",),
     ),
@@ -199,7 +187,6 @@ _SPECS = (
         datamodules=(f"{_LM}.voltage_rl.VoltVarDataModule",),
         configs=("voltage_rl/case33bw_td3.yaml", "voltage_rl/case33bw_td3_adversarial.yaml",
                  "voltage_rl/case33bw_td3_adversarial_adaptive.yaml"),
-        extra="rl",
         summary="Robust Volt-Var control: TD3 with observation-attack adversarial training (Chung & Zhang)",
     ),
     MethodSpec(
@@ -209,7 +196,6 @@ _SPECS = (
         configs=("ddos/cicids2017_mlp_constrained_at.yaml", "ddos/cross_dataset_mlp_constrained_at.yaml",
                  "ddos/synthetic_cnn_constrained_at.yaml", "ddos/synthetic_mlp_constrained_at.yaml",
                  "ddos/synthetic_mlp_standard.yaml"),
-        extra=None,
         summary="DDoS flow detection robust to constrained feature-space attacks (Apostu et al. survey)",
     ),
     MethodSpec(
@@ -217,7 +203,6 @@ _SPECS = (
         module=f"{_LM}.nup.ConjMaskClassifier",
         datamodules=(f"{_DM}.DigitsDataModule",),
         configs=("nup/digits_conjmask.yaml", "nup/digits_conjmask_positive.yaml", "nup/digits_probe.yaml"),
-        extra=None,
         summary="Neural Uncertainty Principle (Zhang et al.): ConjugateProbe input-gradient probes and ConjMask",
         other_modules=(f"{_LM}.classifier.RobustClassifier",),
     ),
@@ -226,7 +211,6 @@ _SPECS = (
         module=f"{_LM}.sia.SIAAlign",
         datamodules=(f"{_LM}.sia.SIADataModule",),
         configs=("sia/align.yaml", "sia/inject.yaml", "sia/synthesize.yaml"),
-        extra="text",
         summary="SIA: synthesize knowledge, inject it by depth up-scaling, align adversarially (Zhai et al.)",
         other_modules=(f"{_LM}.sia.SIAInject",),
     ),
@@ -235,7 +219,6 @@ _SPECS = (
         module=f"{_LM}.classifier.RobustClassifier",
         datamodules=(f"{_DM}.DigitsDataModule",),
         configs=("sharpening/digits_surrogate.yaml", "sharpening/digits_transfer.yaml"),
-        extra=None,
         summary="Preemptive Laplacian sharpening against transfer attacks (Liang & Pun): a callback, "
                 "LaplacianSharpening, on a RobustClassifier",
     ),
@@ -244,7 +227,6 @@ _SPECS = (
         module=f"{_LM}.soft_dimo.SoftDiMODistillation",
         datamodules=(f"{_DM}.DigitsDataModule",),
         configs=("soft_dimo/dimo.yaml", "soft_dimo/soft_dimo.yaml", "soft_dimo/teacher.yaml"),
-        extra=None,
         summary="Di[M]O / Soft-Di[M]O: one-step discrete image generation distilled from a MaskGIT teacher "
                 "(Zhu et al.), soft embeddings + GAN + reward",
         other_modules=(f"{_LM}.soft_dimo.MaskedTokenTeacher", f"{_LM}.soft_dimo.DiMODistillation"),

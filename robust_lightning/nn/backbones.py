@@ -19,12 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_positive_int
+
 ActivationFactory = Callable[[], nn.Module]
-
-
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _activation_builder(activation: ActivationFactory) -> ActivationFactory:
@@ -70,7 +67,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("width", width), ("hidden", hidden)):
-            _check_positive(name, value)
+            check_positive_int(name, value)
         activation = _activation_builder(activation)
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -149,7 +146,7 @@ class PreActResNet18(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
-            _check_positive(name, value)
+            check_positive_int(name, value)
         activation = _activation_builder(activation)
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_non_negative
+
 __all__ = ["GradientReversal", "dann_lambda", "grad_reverse"]
 
 
@@ -30,16 +32,9 @@ class _ReverseGrad(torch.autograd.Function):
         return -ctx.lambda_ * grad, None
 
 
-def _check_lambda(lambda_: float) -> float:
-    lambda_ = float(lambda_)
-    if not math.isfinite(lambda_) or lambda_ < 0:
-        raise ValueError(f"lambda_ must be a finite number >= 0, got {lambda_!r}")
-    return lambda_
-
-
 def grad_reverse(x: Tensor, lambda_: float = 1.0) -> Tensor:
     """Identity in the forward pass, ``-lambda_ * grad`` in the backward pass."""
-    return _ReverseGrad.apply(x, _check_lambda(lambda_))
+    return _ReverseGrad.apply(x, check_non_negative("lambda_", lambda_))
 
 
 class GradientReversal(nn.Module):
@@ -51,7 +46,7 @@ class GradientReversal(nn.Module):
 
     def __init__(self, lambda_: float = 1.0) -> None:
         super().__init__()
-        self.lambda_ = _check_lambda(lambda_)
+        self.lambda_ = check_non_negative("lambda_", lambda_)
 
     @override
     def forward(self, x: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_positive_ints
+
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` as the model's first layer.
@@ -51,11 +53,9 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequen
     Raises:
         ValueError: If ``hidden`` is not a list of positive ints.
     """
-    if isinstance(hidden, (str, bytes)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ValueError(f"hidden must be a list of positive ints, got {hidden!r}")
     layers: list[nn.Module] = []
     width = in_features
-    for h in hidden:
+    for h in check_positive_ints("hidden", hidden):
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     layers.append(nn.Linear(width, out_features))

@@ -199,10 +199,17 @@ def test_untargeted_minimal_norms_match_torchattacks_per_sample(model_and_batch,
 
 # -- arguments --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs", [{"n_iter": -1}, {"n_restarts": 0}, {"n_target_classes": 0},
-                                    {"alpha_max": 1.5}, {"beta": 0.0}, {"eta": 0}, {"norm": "l1"}])
-def test_fab_rejects_bad_arguments(kwargs):
-    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_iter": -1}, "n_iter must be an int >= 0, got -1"),
+    ({"n_restarts": 0}, "n_restarts must be an int >= 1, got 0"),
+    ({"n_target_classes": 0}, "n_target_classes must be an int >= 1, got 0"),
+    ({"alpha_max": 1.5}, "alpha_max must be a finite number >= 0 and <= 1, got 1.5"),
+    ({"beta": 0.0}, "beta must be a finite number > 0 and <= 1, got 0.0"),
+    ({"eta": 0}, "eta must be a finite number > 0, got 0"),
+    ({"norm": "l1"}, "norm must be 'linf' or 'l2'"),
+])
+def test_fab_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
         FAB(**kwargs) if "norm" not in kwargs else fab_attack(nn.Identity(), torch.rand(2, 3), torch.zeros(2).long(),
                                                      eps=0.1, **kwargs)
 

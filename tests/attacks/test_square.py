@@ -74,9 +74,13 @@ def test_p_schedule_halves_at_the_reference_checkpoints():
     assert p_selection(0.8, 9000, 10000) == pytest.approx(0.8 / 512)
 
 
-@pytest.mark.parametrize("kwargs", [{"n_queries": -1}, {"n_restarts": 0}, {"p_init": 1.5}])
-def test_square_rejects_bad_arguments(kwargs):
-    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_queries": -1}, "n_queries must be an int >= 0, got -1"),
+    ({"n_restarts": 0}, "n_restarts must be an int >= 1, got 0"),
+    ({"p_init": 1.5}, "p_init must be a finite number > 0 and <= 1, got 1.5"),
+])
+def test_square_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
         Square(**kwargs)
 
 

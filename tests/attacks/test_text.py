@@ -56,8 +56,9 @@ def test_registry_names() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"poison_rate": 1.5}, "poison_rate"), ({"target_label": -1}, "target_label"),
-     ({"triggers": []}, "triggers"), ({"triggers": "cf"}, "triggers"), ({"num_triggers": 0}, "num_triggers")],
+    [({"poison_rate": 1.5}, r"poison_rate must be a number in \[0, 1\], got 1.5"),
+     ({"target_label": -1}, "target_label must be a non-negative int, got -1"),
+     ({"triggers": []}, "triggers"), ({"triggers": "cf"}, "triggers"), ({"num_triggers": 0}, "num_triggers must be a positive int, got 0")],
 )
 def test_bad_arguments_raise_value_error(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

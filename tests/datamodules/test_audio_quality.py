@@ -181,7 +181,7 @@ def test_csv_datamodule_resamples_and_pads(tmp_path: Path) -> None:
 def test_csv_datamodule_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         AudioQualityCSVDataModule(str(tmp_path), batch_size=0)
-    with pytest.raises(ValueError, match="clip_seconds"):
+    with pytest.raises(ValueError, match="clip_seconds must be a finite number > 0, got -1.0"):
         AudioQualityCSVDataModule(str(tmp_path), clip_seconds=-1.0)
     with pytest.raises(ValueError, match="feature_layout"):
         AudioQualityCSVDataModule(str(tmp_path), feature_layout="NCT")  # type: ignore[arg-type]

@@ -50,8 +50,11 @@ def test_generation_never_touches_a_foreign_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"n_train": 0}, "n_train"), ({"image_size": 16}, "image_size"), ({"objects_per_image": [3, 1]}, "objects_per_image"),
-     ({"noise_std": -1.0}, "noise_std"), ({"image_size": "big"}, "image_size")],
+    [({"n_train": 0}, "n_train"), ({"image_size": 16}, "image_size"),
+     ({"objects_per_image": [3, 1]}, r"objects_per_image must satisfy 1 <= min <= max, got \[3, 1\]"),
+     ({"objects_per_image": 2}, r"objects_per_image must be a pair \(min, max\) of ints, got 2"),
+     ({"noise_std": -1.0}, r"noise_std must be a finite number >= 0 and < 0.5, got -1.0"),
+     ({"image_size": "big"}, r"image_size must be a positive int or \[height, width\], got 'big'")],
 )
 def test_generation_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -148,7 +151,7 @@ def test_loader_errors_name_the_problem(tmp_path: Path) -> None:
         dataset[0]  # deleted after setup: reported when read
     with pytest.raises(FileNotFoundError, match=r"missing under image_root .*a\.jpg"):
         CocoDetectionDataset(annotation, tmp_path / "split")  # missing at setup: reported at setup
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match=r"image_size must be a positive int or \[height, width\], got \[0, 3\]"):
         InfraredDetectionDataModule(image_size=[0, 3])
     with pytest.raises(ValueError, match="color"):
         InfraredDetectionDataModule(color="thermal")

@@ -135,11 +135,12 @@ def test_single_env_passes_gymnasium_checker() -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"network": "case118"}, "network"),
-    ({"pv_buses": [0, 5]}, "pv_buses"),
-    ({"pv_buses": [5, 5]}, "pv_buses"),
-    ({"pv_capacity_mw": -1.0}, "pv_capacity_mw"),
-    ({"inverter_oversize": 0.9}, "inverter_oversize"),
-    ({"steps_per_day": 0}, "steps_per_day"),
+    ({"pv_buses": [0, 5]}, r"pv_buses must be a non-empty list of positive ints, got \[0, 5\]"),
+    ({"pv_buses": [5, 5]}, r"pv_buses must be distinct non-slack bus indices in 1\.\.32, got \[5, 5\]"),
+    ({"pv_capacity_mw": -1.0}, "pv_capacity_mw must be a finite number > 0, got -1.0"),
+    ({"inverter_oversize": 0.9}, "inverter_oversize must be a finite number >= 1, got 0.9"),
+    ({"steps_per_day": 0}, "steps_per_day must be a positive int, got 0"),
+    ({"voltage_band": 1.0}, r"voltage_band must be a pair \(min, max\) of finite numbers, got 1.0"),
     ({"voltage_band": (1.0, 1.05)}, "voltage_band"),
 ])
 def test_bad_grid_arguments_name_the_argument(kwargs: dict, message: str) -> None:
@@ -152,7 +153,7 @@ def test_bad_env_arguments_and_actions_name_the_problem(grid: VoltVarGrid) -> No
         VoltVarVectorEnv(grid=grid, power_flow="dc")
     with pytest.raises(ValueError, match="split"):
         VoltVarVectorEnv(grid=grid, split="holdout")
-    with pytest.raises(ValueError, match="q_weight"):
+    with pytest.raises(ValueError, match="q_weight must be a finite number >= 0, got -0.1"):
         VoltVarVectorEnv(grid=grid, q_weight=-0.1)
     env = VoltVarVectorEnv(num_envs=2, grid=grid, num_days=3)
     with pytest.raises(ValueError, match="days"):

@@ -241,9 +241,9 @@ def test_fat_recipe_defaults_and_dynamic_tau(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"recipe": "free_at", "free_replays": 0}, "free_replays"),
-     ({"recipe": "grad_align", "grad_align_lambda": -1.0}, "grad_align_lambda"),
-     ({"recipe": "fat", "fat_tau": -1}, "fat_tau"),
+    [({"recipe": "free_at", "free_replays": 0}, "free_replays must be an int >= 1, got 0"),
+     ({"recipe": "grad_align", "grad_align_lambda": -1.0}, "grad_align_lambda must be a finite number >= 0, got -1.0"),
+     ({"recipe": "fat", "fat_tau": -1}, r"fat_tau must be an int >= 0 \(or 'dynamic'\), got -1"),
      ({"recipe": "free_at", "norm": "l2"}, "L-inf only")],
 )
 def test_bad_fast_recipe_arguments_name_themselves(kwargs: dict, message: str) -> None:

@@ -14,15 +14,9 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from robust_lightning._validation import check_fraction, check_positive_int
+from robust_lightning._validation import check_fraction, check_positive_int, check_positive_ints
 
 __all__ = ["SignedLogStandardize", "TabularCNN", "TabularMLP"]
-
-
-def _check_widths(name: str, value: object) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-        raise ValueError(f"{name} must be a non-empty list of positive ints, got {value!r}")
-    return tuple(check_positive_int(name, v) for v in value)
 
 
 class SignedLogStandardize(nn.Module):
@@ -92,7 +86,7 @@ class TabularMLP(nn.Module):
         super().__init__()
         self.num_features = check_positive_int("num_features", num_features)
         self.num_classes = check_positive_int("num_classes", num_classes)
-        widths = _check_widths("hidden", hidden)
+        widths = check_positive_ints("hidden", hidden, non_empty=True)
         dropout = check_fraction("dropout", dropout)
         layers: list[nn.Module] = []
         previous = num_features
@@ -130,7 +124,7 @@ class TabularCNN(nn.Module):
         super().__init__()
         self.num_features = check_positive_int("num_features", num_features)
         self.num_classes = check_positive_int("num_classes", num_classes)
-        widths = _check_widths("channels", channels)
+        widths = check_positive_ints("channels", channels, non_empty=True)
         kernel_size = check_positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")

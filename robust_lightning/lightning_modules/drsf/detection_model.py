@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_fraction, check_positive_int
 from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
@@ -98,8 +99,7 @@ class ImageDomainHead(nn.Module):
     def __init__(self, in_channels: int, num_levels: int, hidden: int = 512) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_levels", num_levels), ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         self.levels = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1))
             for _ in range(num_levels)
@@ -129,10 +129,8 @@ class InstanceDomainHead(nn.Module):
     def __init__(self, in_channels: int, hidden: int = 1024, dropout: float = 0.5) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout!r}")
+            check_positive_int(name, value)
+        check_fraction("dropout", dropout)
         self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
         for module in self.modules():
@@ -238,10 +236,8 @@ def block_mask(images: Tensor, block_size: int = 32, ratio: float = 0.5, fill: f
     """
     if images.dim() != 4:
         raise InvalidArgumentError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise InvalidArgumentError(f"block_size must be a positive int, got {block_size!r}")
-    if not 0.0 <= float(ratio) < 1.0:
-        raise InvalidArgumentError(f"mask ratio must be in [0, 1), got {ratio!r}")
+    check_positive_int("block_size", block_size)
+    check_fraction("ratio", ratio)
     batch, _, height, width = images.shape
     grid = (batch, 1, max(1, round(height / block_size)), max(1, round(width / block_size)))
     keep = (torch.rand(grid, generator=generator, device="cpu") > ratio).float().to(images.device)

@@ -57,9 +57,6 @@ __all__ = [
 EMBEDDING = "embedding"
 
 
-_check_positive_int = check_positive_int
-_check_probability = check_probability
-_check_positive_float = check_positive
 
 
 # -- backbones exposing multi-level features ------------------------------------------------
@@ -109,9 +106,9 @@ class DigitCNN(MultiLevelBackbone):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
         super().__init__()
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("width", width)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("width", width)
         self.num_classes = num_classes
         widths = (width, 2 * width, 4 * width)
         self.stages = nn.ModuleList([
@@ -187,9 +184,9 @@ class MixStyle(nn.Module):
 
     def __init__(self, p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6) -> None:
         super().__init__()
-        self.p = _check_probability("p", p)
-        self.alpha = _check_positive_float("alpha", alpha)
-        self.eps = _check_positive_float("eps", eps)
+        self.p = check_probability("p", p)
+        self.alpha = check_positive("alpha", alpha)
+        self.eps = check_positive("eps", eps)
 
     @override
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -330,13 +327,13 @@ class EntropyGuidedChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int = 4, bias_at_eval: str = "mean",
                  momentum: float = 0.1) -> None:
         super().__init__()
-        _check_positive_int("channels", channels)
-        _check_positive_int("reduction", reduction)
+        check_positive_int("channels", channels)
+        check_positive_int("reduction", reduction)
         if bias_at_eval not in ("mean", "own"):
             raise ValueError(f"bias_at_eval must be 'mean' or 'own', got {bias_at_eval!r}")
         self.channels = channels
         self.bias_at_eval = bias_at_eval
-        self.momentum = _check_probability("momentum", momentum)
+        self.momentum = check_probability("momentum", momentum)
         hidden = max(4, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
         self.register_buffer("running_bias", torch.zeros(channels))
@@ -421,8 +418,8 @@ class SoftFusionDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int = 64, spatial: bool = True, grl_lambda: float = 1.0) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("hidden", hidden)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("hidden", hidden)
         self.spatial = bool(spatial)
         self.grl = GradientReversal(grl_lambda)
         if self.spatial:

@@ -608,7 +608,7 @@ def _check_state(state: dict[str, Any], path: Path) -> None:
     once a generation has finished. Anything else was not written by a finished generation.
     """
     generation, history, parent = state["generation"], state["history"], state["parent"]
-    if isinstance(generation, bool) or not isinstance(generation, int) or generation < -1:
+    if not is_int(generation) or generation < -1:
         raise CheckpointError(f"{path}: 'generation' must be an int >= -1, got {generation!r}; it was not used")
     if not isinstance(history, list) or len(history) != generation + 1:
         raise CheckpointError(f"{path}: 'history' must list {generation + 1} generation(s), got "

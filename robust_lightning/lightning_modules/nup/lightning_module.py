@@ -26,13 +26,12 @@ from typing import Any, Literal
 from torch import Tensor, nn
 from typing_extensions import override
 
-from robust_lightning._validation import check_bool, check_choice
+from robust_lightning._validation import check_bool, check_choice, check_probability
 from robust_lightning.attacks.probes import check_baseline
 from robust_lightning.lightning_modules.classifier import RobustClassifier
 from robust_lightning.lightning_modules.nup.model import (
+    SCORES,
     Score,
-    _check_fraction,
-    _check_score,
     conj_mask_inputs,
 )
 from robust_lightning.protocol import default_with_adversarial_inputs, split_batch
@@ -78,9 +77,9 @@ class ConjMaskClassifier(RobustClassifier):
     ) -> None:
         super().__init__(backbone=backbone, **kwargs)
         self.train_label = check_choice("train_label", train_label, TRAIN_LABELS)
-        self.mask_fraction = _check_fraction(mask_fraction)
+        self.mask_fraction = check_probability("mask_fraction", mask_fraction)
         self.mask_baseline = check_baseline(mask_baseline)
-        self.mask_score = _check_score(mask_score)
+        self.mask_score = check_choice("mask_score", mask_score, SCORES)
         self.mask_train = check_bool("mask_train", mask_train)
         self.mask_eval = check_bool("mask_eval", mask_eval)
         self.straight_through = check_bool("straight_through", straight_through)

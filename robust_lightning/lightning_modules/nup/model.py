@@ -36,14 +36,14 @@ We had the abstract, not the paper's equations, so the formulas here are **our r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from robust_lightning._validation import check_probability
+from robust_lightning._validation import check_choice, check_probability
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.attacks.probes import (
     IGNORE_INDEX,
@@ -72,16 +72,6 @@ Score = Literal["abs", "positive"]
 SCORES: tuple[str, ...] = ("abs", "positive")
 
 
-def _check_fraction(fraction: Any) -> float:
-    return check_probability("fraction", fraction)
-
-
-def _check_score(score: Any) -> str:
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    return score
-
-
 def _own_label_loss(classifier: nn.Module, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
     def loss_fn(z: Tensor) -> Tensor:
         logits = classifier(z)
@@ -107,9 +97,9 @@ def conj_mask(x: Tensor, grad: Tensor, fraction: float, baseline: float = 0.0, s
     Returns:
         A detached bool tensor of ``x``'s shape.
     """
-    fraction = _check_fraction(fraction)
+    fraction = check_probability("fraction", fraction)
     baseline = check_baseline(baseline)
-    _check_score(score)
+    check_choice("score", score, SCORES)
     if x.shape != grad.shape or x.dim() < 2:
         raise ValueError(f"x and grad must have the same shape (B, ...), got {tuple(x.shape)} and {tuple(grad.shape)}")
     contribution = ((x.detach() - baseline) * grad.detach()).flatten(1)
@@ -152,7 +142,7 @@ def conj_mask_inputs(
     Returns:
         The masked inputs, same shape/dtype as ``x``.
     """
-    fraction = _check_fraction(fraction)
+    fraction = check_probability("fraction", fraction)
     if fraction == 0.0:
         return x
     if labels is not None and labels.is_inference():
@@ -196,9 +186,9 @@ class ConjMask(nn.Module):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be an nn.Module, got {type(classifier).__name__}")
         self.classifier = classifier
-        self.fraction = _check_fraction(fraction)
+        self.fraction = check_probability("fraction", fraction)
         self.baseline = check_baseline(baseline)
-        self.score = _check_score(score)
+        self.score = check_choice("score", score, SCORES)
         self.straight_through = bool(straight_through)
 
     def mask_inputs(self, x: Tensor, labels: Tensor | None = None) -> Tensor:

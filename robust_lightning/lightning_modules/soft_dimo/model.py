@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
+from robust_lightning._validation import check_int
 from robust_lightning.errors import InvalidArgumentError
 
 __all__ = [
@@ -38,12 +39,6 @@ __all__ = [
 ]
 
 Divergence = Literal["fkl", "rkl", "jeffreys"]
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,9 +62,9 @@ class ScalarQuantizer(nn.Module):
 
     def __init__(self, num_levels: int = 8, image_size: int = 8, channels: int = 1) -> None:
         super().__init__()
-        self.num_levels = _check_positive_int("num_levels", num_levels, 2)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.channels = _check_positive_int("channels", channels)
+        self.num_levels = check_int("num_levels", num_levels, minimum=2)
+        self.image_size = check_int("image_size", image_size, minimum=1)
+        self.channels = check_int("channels", channels, minimum=1)
         self.register_buffer("levels", torch.linspace(0.0, 1.0, num_levels), persistent=False)
 
     @property
@@ -126,10 +121,10 @@ class VQAutoencoder(nn.Module):
                  channels: int = 1, hidden: int = 32, downsamples: int = 2,
                  commitment: float = 0.25) -> None:
         super().__init__()
-        self.codebook_size = _check_positive_int("codebook_size", codebook_size, 2)
-        self.code_dim = _check_positive_int("code_dim", code_dim)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.channels = _check_positive_int("channels", channels)
+        self.codebook_size = check_int("codebook_size", codebook_size, minimum=2)
+        self.code_dim = check_int("code_dim", code_dim, minimum=1)
+        self.image_size = check_int("image_size", image_size, minimum=1)
+        self.channels = check_int("channels", channels, minimum=1)
         if downsamples not in (1, 2):
             raise InvalidArgumentError(f"downsamples must be 1 or 2, got {downsamples!r}")
         if image_size % (2**downsamples):
@@ -230,9 +225,9 @@ class MaskedTokenTransformer(nn.Module):
     def __init__(self, vocab_size: int, sequence_length: int, num_classes: int = 10, dim: int = 64,
                  depth: int = 3, heads: int = 4, mlp_dim: int = 128, dropout: float = 0.0) -> None:
         super().__init__()
-        self.vocab_size = _check_positive_int("vocab_size", vocab_size, 2)
-        self.sequence_length = _check_positive_int("sequence_length", sequence_length)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
+        self.vocab_size = check_int("vocab_size", vocab_size, minimum=2)
+        self.sequence_length = check_int("sequence_length", sequence_length, minimum=1)
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         if dim % heads:
             raise InvalidArgumentError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
         self.mask_id = vocab_size
@@ -339,7 +334,7 @@ def generator_inputs(batch: int, length: int, vocab_size: int, mask_ratio: float
 
 def unmasking_schedule(steps: int, length: int, mode: str = "arccos") -> list[int]:
     """Tokens revealed at each of ``steps`` sampling steps (the reference's ``adap_sche``), sum ``N``."""
-    steps = _check_positive_int("steps", steps)
+    steps = check_int("steps", steps, minimum=1)
     if steps == 1:
         return [length]
     r = torch.linspace(1, 0, steps)

@@ -109,9 +109,9 @@ def test_block_mask_has_the_block_size_and_ratio() -> None:
     assert bool((masked[keep.expand_as(masked) == 0] == 0.5).all())
     _, sparse = block_mask(images, block_size=32, ratio=0.9, generator=generator)
     assert abs(float(sparse.mean()) - 0.1) < 0.05
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="block_size must be a positive int, got 0"):
         block_mask(images, block_size=0)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=r"ratio must be a float in \[0, 1\), got 1.0"):
         block_mask(images, ratio=1.0)
 
 

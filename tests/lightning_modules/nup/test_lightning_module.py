@@ -67,7 +67,8 @@ def test_training_step_trains_on_inputs_masked_with_the_true_label() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"mask_fraction": 2.0}, "fraction"), ({"mask_score": "top"}, "score"),
+    ({"mask_fraction": 2.0}, r"mask_fraction must be a number in \[0, 1\], got 2.0"),
+    ({"mask_score": "top"}, r"mask_score must be one of \('abs', 'positive'\), got 'top'"),
     ({"mask_baseline": "black"}, "baseline"), ({"train_label": "true"}, "train_label"),
 ])
 def test_bad_arguments_name_themselves(kwargs, match) -> None:
