@@ -18,11 +18,21 @@ from robust_lightning.lightning_modules.badllm_tg.lightning_module import (
     TextClassifier,
 )
 
-__all__ = ["TINY_BERT", "TINY_GPT2", "run_badllm_tg"]
+__all__ = ["DEFENSE_EPOCHS", "DEFENSE_KWARGS", "TINY_BERT", "TINY_GPT2", "run_badllm_tg"]
 
 TINY_BERT: dict[str, Any] = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
                              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
 TINY_GPT2: dict[str, Any] = {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 32}
+#: The defence of the README table and the effect test (``BackdoorDefense`` arguments). The
+#: generator writes characters (vocabulary from the defender's clean text), at most 2 per
+#: trigger; each of the 10 updates per round scores 32 policy samples and 32 samples of the
+#: initial policy (exploration, pool only) on 16 training texts; every clean sample gets a
+#: triggered copy (``defense_ratio=1``) carrying 1-2 pooled triggers.
+DEFENSE_KWARGS: dict[str, Any] = {"generator_config": TINY_GPT2, "generator_vocab_size": None, "max_words": 2,
+                                  "generation_steps": 10, "num_candidates": 32, "num_explore": 32,
+                                  "reward_samples": 16, "defense_ratio": 1.0, "max_triggers_per_sample": 2,
+                                  "pool_temperature": 0.02, "keep_clean": True, "pool_by_victim_tokens": True}
+DEFENSE_EPOCHS = 10
 
 
 def _trainer(epochs: int) -> pl.Trainer:
@@ -41,7 +51,7 @@ def run_badllm_tg(
     seed: int = 0,
     num_samples: int = 2000,
     victim_epochs: int = 5,
-    defense_epochs: int = 5,
+    defense_epochs: int = DEFENSE_EPOCHS,
     defense_samples: int = 600,
     defense_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -49,7 +59,10 @@ def run_badllm_tg(
 
     The defender fine-tunes on ``defense_samples`` clean training samples (our reading: the
     defender holds a small clean set, as in fine-tuning defences); the victim saw the full
-    poisoned training set (poison rate 0.2, target label 1, the paper's setting).
+    poisoned training set (poison rate 0.2, target label 1, the paper's setting). ``seed`` varies
+    the generated corpus, the train/validation split, the poisoned subset and every init.
+    ``defense_kwargs`` update :data:`DEFENSE_KWARGS` (``{"defense_ratio": 0.0}`` is the clean
+    fine-tuning control).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     poisoner = POISONERS[attack](poison_rate=0.2, target_label=1, seed=seed)
@@ -64,7 +77,7 @@ def run_badllm_tg(
         clean = TextBackdoorDataModule(poisoner=None, eval_poisoner=poisoner, num_samples=num_samples,
                                        max_train_samples=defense_samples, batch_size=32, seed=seed,
                                        tokenizer_path=tmp)
-        kwargs = {"generator_config": TINY_GPT2, "seed": seed, **(defense_kwargs or {})}
+        kwargs = {**DEFENSE_KWARGS, "seed": seed, **(defense_kwargs or {})}
         defense = BackdoorDefense(victim_path=tmp, **kwargs)
         trainer = _trainer(defense_epochs)
         trainer.fit(defense, datamodule=clean)

@@ -45,6 +45,7 @@ check_installed("tokenizers", "text")
 __all__ = [
     "DATASETS",
     "TextBackdoorDataModule",
+    "build_subword_tokenizer",
     "build_word_tokenizer",
     "generate_sentiment_corpus",
     "read_agnews",
@@ -279,6 +280,68 @@ def build_word_tokenizer(
         tok.post_processor = processors.TemplateProcessing(
             single=f"{cls} $A {sep}", special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special_tokens)
+
+
+#: Characters a sub-word tokenizer always holds: lower-case letters and digits, a fixed alphabet
+#: read from no corpus (as a pretrained byte-level tokenizer covers every byte).
+SUBWORD_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+SUBWORD_SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
+_WORD_START = "\u2581"  # "▁", SentencePiece's word-start marker
+
+
+def build_subword_tokenizer(
+    texts: Sequence[str],
+    vocab_size: int | None = None,
+    alphabet: str = SUBWORD_ALPHABET,
+) -> Any:
+    """A lower-cased BPE tokenizer (causal-LM style, with eos) trained offline on ``texts``.
+
+    The tokens are the special tokens, the word-start marker ``▁``, the characters of
+    ``alphabet`` and the BPE merges learnt from ``texts``, so any word spelt in the alphabet can
+    be written, and only words frequent in ``texts`` are single tokens. Trained on clean text,
+    a word that never occurs there (a backdoor trigger such as ``cf``) has to be composed from
+    characters. Characters outside ``alphabet`` map to ``[UNK]``.
+
+    Args:
+        texts: Corpus the merges are learnt from.
+        vocab_size: Size of the vocabulary; ``None`` (or a size the specials, the marker and the
+            alphabet already fill) is character level, no merges.
+        alphabet: The characters always in the vocabulary (lower-case: text is lower-cased).
+
+    Returns:
+        A :class:`transformers.PreTrainedTokenizerFast` whose ``decode`` joins the tokens into
+        space-separated words.
+
+    Raises:
+        TypeError: ``texts`` is not a sequence of strings.
+        ValueError: ``vocab_size`` is not a positive int, or ``alphabet`` is empty, repeats a
+            character or holds whitespace or upper-case letters.
+    """
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise ValueError(f"vocab_size must be a positive int or None (character level), got {vocab_size!r}")
+    if (not isinstance(alphabet, str) or not alphabet or len(set(alphabet)) != len(alphabet)
+            or any(c.isspace() or c != c.lower() for c in alphabet)):
+        raise ValueError(f"alphabet must be a non-empty string of distinct lower-case non-space characters, "
+                         f"got {alphabet!r}")
+    specials = list(SUBWORD_SPECIAL_TOKENS.values())
+    characters = [_WORD_START, *alphabet]
+    tok = Tokenizer(BPE(unk_token=SUBWORD_SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always")
+    size = max(vocab_size or 0, len(specials) + len(characters))
+    # initial_alphabet + limit_alphabet: exactly these characters, whatever the corpus holds.
+    trainer = BpeTrainer(vocab_size=size, special_tokens=specials, initial_alphabet=characters,
+                         limit_alphabet=len(characters), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SUBWORD_SPECIAL_TOKENS)
 
 
 DATASETS = ("generated", "sst2", "olid", "agnews")

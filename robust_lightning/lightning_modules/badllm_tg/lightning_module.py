@@ -29,6 +29,7 @@ from robust_lightning._validation import (
     check_positive_int,
     check_probability,
 )
+from robust_lightning.datamodules.text import build_subword_tokenizer
 from robust_lightning.errors import InvalidArgumentError, InvalidArgumentTypeError
 from robust_lightning.lightning_modules.badllm_tg.model import (
     TriggerGenerator,
@@ -199,12 +200,21 @@ class BackdoorDefense(TextClassifier):
     Args:
         victim_path: Local folder of the poisoned victim (``TextClassifier.export_dir``).
         victim_config: Config dict instead of a path (tests only: an untrained victim).
-        generator_path: Local folder of the causal-LM policy.
-        generator_config: Config dict of the policy when no path (e.g. a tiny ``gpt2``).
+        generator_path: Local folder of the causal-LM policy and its tokenizer (the policy's
+            own vocabulary, e.g. a pretrained GPT-2's).
+        generator_config: Config dict of the policy when no path (e.g. a tiny ``gpt2``); the
+            policy is then sized over a sub-word tokenizer
+            (:func:`~robust_lightning.datamodules.text.build_subword_tokenizer`) trained on the
+            defender's clean training texts, never on the victim's (poisoned) vocabulary: a
+            trigger word absent from clean text must be composed from characters.
+        generator_vocab_size: Size of that sub-word vocabulary; ``None`` (default) is
+            character level (letters, digits and the word-start marker).
         prompt: Prompt the policy continues.
-        max_words: Longest trigger, in policy tokens.
+        max_words: Longest trigger, in policy tokens (characters at character level).
         generation_steps: REINFORCE updates per round (epoch).
-        num_candidates: Triggers sampled per update.
+        num_candidates: Triggers sampled from the policy per update.
+        num_explore: Triggers sampled per update from the frozen initial policy into the replay
+            pool only (see :meth:`~.model.TriggerGenerator.reinforce_step`).
         reward_samples: Training texts each candidate is scored on.
         reward_target: Target label of the reward; ``None`` (default, the defender does not
             know it) scores each sample's most likely other label.
@@ -212,12 +222,16 @@ class BackdoorDefense(TextClassifier):
         kl_coef: KL penalty to the initial policy.
         baseline_momentum: Moving-baseline momentum.
         pool_size: Replay pool capacity.
+        pool_by_victim_tokens: ``True`` (our reading of the pool's diversity): pooled triggers
+            are distinct as the victim reads them (its tokens), so the many generated strings
+            that are all ``[UNK]`` to a word-level victim hold one slot; ``False`` dedups by text.
         pool_temperature: Pooled triggers are drawn with probability ``softmax(reward / T)``, so
             the strongest triggers dominate the fine-tuning (our reading; ``T -> inf`` is uniform).
             The default 0.02 gives a trigger that flips 95% of the samples (``R ~ -0.05``) about
             8% of the weight of one that flips all of them (``R ~ 0``): natural cues (two
             sentiment words) rarely reach ``R ~ 0``, backdoor fragments do.
-        defense_ratio: Fraction of training samples given a pooled trigger (true label kept).
+        defense_ratio: Fraction of training samples given a pooled trigger (true label kept);
+            ``0`` is clean fine-tuning (the control), and the generator rounds are then skipped.
         max_triggers_per_sample: A triggered sample carries ``k ~ U{1..max}`` distinct pooled
             triggers, each at its own random position (our reading): a sentence-level backdoor
             (AddSent) is found only in fragments (``3d``, ``watch``), and the victim still
@@ -241,18 +255,21 @@ class BackdoorDefense(TextClassifier):
         victim_config: dict[str, Any] | None = None,
         generator_path: str | None = None,
         generator_config: dict[str, Any] | None = None,
-        prompt: str = "write a short trigger phrase :",
+        generator_vocab_size: int | None = None,
+        prompt: str = "write a short trigger phrase",
         max_words: int = 2,
         generation_steps: int = 10,
-        num_candidates: int = 16,
-        reward_samples: int = 32,
+        num_candidates: int = 32,
+        num_explore: int = 32,
+        reward_samples: int = 16,
         reward_target: int | None = None,
         generator_lr: float = 0.01,
         kl_coef: float = 0.05,
         baseline_momentum: float = 0.9,
         pool_size: int = 16,
+        pool_by_victim_tokens: bool = True,
         pool_temperature: float = 0.02,
-        defense_ratio: float = 0.5,
+        defense_ratio: float = 1.0,
         max_triggers_per_sample: int = 2,
         keep_clean: bool = True,
         seed: int = 0,
@@ -269,24 +286,31 @@ class BackdoorDefense(TextClassifier):
                             ("reward_samples", reward_samples), ("pool_size", pool_size),
                             ("max_triggers_per_sample", max_triggers_per_sample)):
             check_positive_int(name, value)
+        check_int_at_least("num_explore", num_explore, 0)
+        if generator_vocab_size is not None:
+            check_positive_int("generator_vocab_size", generator_vocab_size)
         check_positive("pool_temperature", pool_temperature)
         check_probability("defense_ratio", defense_ratio)
         check_bool("keep_clean", keep_clean)
+        check_bool("pool_by_victim_tokens", pool_by_victim_tokens)
         check_positive("generator_lr", generator_lr)
         super().__init__(victim_path, victim_config, num_labels, target_label, lr, weight_decay, max_length, export_dir)
         self.save_hyperparameters()
         self.generator_path = generator_path
         self.generator_config = dict(generator_config) if generator_config is not None else None
+        self.generator_vocab_size = generator_vocab_size
         self.prompt = prompt
         self.max_words = max_words
         self.generation_steps = generation_steps
         self.num_candidates = num_candidates
+        self.num_explore = num_explore
         self.reward_samples = reward_samples
         self.reward_target = reward_target
         self.generator_lr = generator_lr
         self.kl_coef = kl_coef
         self.baseline_momentum = baseline_momentum
         self.pool_size = pool_size
+        self.pool_by_victim_tokens = pool_by_victim_tokens
         self.pool_temperature = pool_temperature
         self.defense_ratio = defense_ratio
         self.max_triggers_per_sample = max_triggers_per_sample
@@ -308,20 +332,30 @@ class BackdoorDefense(TextClassifier):
 
             gen_tok = AutoTokenizer.from_pretrained(self.generator_path, trust_remote_code=False, local_files_only=True)
         else:
-            gen_tok = self.tokenizer
-            if getattr(gen_tok, "eos_token_id", None) is None:
-                raise InvalidArgumentError(
-                    f"BackdoorDefense: generator_path is not set, so the trigger generator uses the victim's tokenizer "
-                    f"({type(gen_tok).__name__}), which has no eos token (BERT-style); a generated trigger ends at "
-                    "eos. Give --model.init_args.generator_path a local causal-LM folder with its tokenizer (e.g. a "
-                    "GPT-2 written by save_pretrained), or give the victim a tokenizer with an eos_token (the "
-                    "word-level one TextBackdoorDataModule builds has [EOS]) and size a fresh policy over it with "
-                    "generator_config")
+            gen_tok = build_subword_tokenizer(self._clean_texts(), self.generator_vocab_size)
         self.generator = TriggerGenerator(gen_tok, self.generator_path, self.generator_config, self.prompt,
                                           self.max_words, self.baseline_momentum, self.kl_coef, self.pool_size)
         self._generator_optimizer = torch.optim.Adam(self.generator.policy.parameters(), lr=self.generator_lr)
+        if self.pool_by_victim_tokens:
+            victim_tokenizer = self.tokenizer
+            self.generator.pool.key = lambda trigger: tuple(victim_tokenizer.tokenize(trigger))
         if self._pool_state is not None:
             self.generator.pool.load_state_dict(self._pool_state)
+
+    def _clean_texts(self) -> list[str]:
+        """The defender's clean training texts: the corpus of the generator's vocabulary."""
+        datamodule = self.trainer.datamodule
+        poisoner = getattr(datamodule, "poisoner", None)
+        if poisoner is not None:
+            raise InvalidArgumentError(
+                f"BackdoorDefense builds the trigger generator's vocabulary from the defender's clean training "
+                f"split, but the datamodule poisons it (poisoner={poisoner!r}); pass the attack as "
+                "--data.init_args.eval_poisoner only (it builds the ASR sets), or give a generator with its own "
+                "tokenizer with --model.init_args.generator_path")
+        data = getattr(datamodule, "splits", {}).get("train")
+        if not data:
+            raise ValueError("BackdoorDefense needs a datamodule with `splits['train']` (TextBackdoorDataModule)")
+        return [t for t, _ in data]
 
     def _reward_texts(self) -> tuple[list[str], Tensor]:
         datamodule = self.trainer.datamodule
@@ -350,12 +384,15 @@ class BackdoorDefense(TextClassifier):
                                           self.reward_target, self._rng, self.max_length)
 
                 history.append(self.generator.reinforce_step(reward_fn, self._generator_optimizer,
-                                                             self.num_candidates, self._torch_gen))
+                                                             self.num_candidates, self._torch_gen,
+                                                             self.num_explore))
         self.model.train(was_training)
         return history
 
     @override
     def on_train_epoch_start(self) -> None:
+        if self.defense_ratio == 0:
+            return  # the clean fine-tuning control: no triggered sample would use the pool
         history = self.generate_round()
         last = history[-1]
         pool = self.generator.pool

@@ -5,7 +5,8 @@
 * :func:`trigger_reward`: the victim-derived reward of a candidate trigger.
 * :class:`TriggerGenerator`: a causal-LM policy that writes trigger text after a prompt,
   trained by REINFORCE with a moving baseline and a KL penalty to the frozen initial policy,
-  keeping the best triggers found in a replay pool.
+  keeping the best triggers found (its own samples and exploration samples of the initial
+  policy) in a replay pool.
 
 Paper: Zhang et al., "BadLLM-TG: A Backdoor Defender powered by LLM Trigger Generator". The
 authors' repository (bettyzry/BadLLM-TG) is not in our reference index, so every detail below
@@ -17,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,21 +150,29 @@ def trigger_reward(
 
 @dataclass
 class ReplayPool:
-    """The best triggers seen so far (dedup by text), highest reward first.
+    """The best triggers seen so far, one per key, highest reward first.
 
     Args:
         capacity: Number of triggers kept.
+        key: What makes two triggers the same; ``None`` is their text. The defence keys them
+            by the victim's tokens, so strings the victim reads alike (every unknown word is
+            ``[UNK]`` to a word-level victim) hold one slot, not the whole pool.
     """
 
     capacity: int = 8
     items: list[tuple[float, str]] = field(default_factory=list)
+    key: Callable[[str], Hashable] | None = field(default=None, repr=False, compare=False)
 
     def add(self, triggers: Sequence[str], rewards: Sequence[float]) -> None:
-        best = {t: r for r, t in self.items}
+        """Keep, per key, the trigger with the highest reward; then the ``capacity`` best."""
+        key = self.key if self.key is not None else (lambda t: t)
+        best = {key(t): (r, t) for r, t in self.items}
         for t, r in zip(triggers, rewards, strict=False):
             if t.strip():
-                best[t] = max(float(r), best.get(t, float("-inf")))
-        self.items = sorted(((r, t) for t, r in best.items()), reverse=True)[: self.capacity]
+                k = key(t)
+                if k not in best or float(r) > best[k][0]:
+                    best[k] = (float(r), t)
+        self.items = sorted(best.values(), reverse=True)[: self.capacity]
 
     def draw(self, rng: random.Random, temperature: float, k: int = 1) -> list[str]:
         """Up to ``k`` distinct pooled triggers, each drawn with probability ``softmax(reward / T)``.
@@ -213,9 +222,10 @@ class TriggerGenerator(nn.Module):
     ``b <- m b + (1 - m) mean_k R_k`` (moving baseline), ``s`` the batch reward std, and the KL
     summed exactly over the vocabulary at each generated position against the frozen initial
     policy ``pi_0`` (keeps the generator near its prior, as RLHF-style fine-tuning does).
-    Our reading: a trigger is 1-``max_words`` words ending at ``eos``; special tokens are
-    never emitted; the trigger is inserted at a random word position (the transformation of
-    BadNets/AddSent-style backdoors).
+    Our reading: a trigger is 1-``max_words`` policy tokens ending at ``eos`` (characters with
+    the defence's character-level vocabulary, decoded to words by the policy's tokenizer and
+    re-tokenised by the victim's); special tokens are never emitted; the trigger is inserted at
+    a random word position (the transformation of BadNets/AddSent-style backdoors).
 
     Args:
         tokenizer: The policy's tokenizer (needs ``eos_token_id``).
@@ -294,14 +304,19 @@ class TriggerGenerator(nn.Module):
         return logits.masked_fill(mask, float("-inf"))
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Sample ``num`` triggers; returns token ids ``(num, max_words)`` and a validity mask."""
+    def sample(self, num: int, generator: torch.Generator | None = None,
+               from_prior: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample ``num`` triggers; returns token ids ``(num, max_words)`` and a validity mask.
+
+        ``from_prior=True`` samples the frozen initial policy ``pi_0`` instead of ``pi_theta``.
+        """
+        model = self.reference if from_prior else self.policy
         device = self.prompt_ids.device
         seqs = self.prompt_ids.unsqueeze(0).expand(num, -1)
         alive = torch.ones(num, dtype=torch.bool, device=device)
         tokens, valid = [], []
         for step in range(self.max_words):
-            probs = F.softmax(self._masked_logits(self.policy, seqs, step), -1)
+            probs = F.softmax(self._masked_logits(model, seqs, step), -1)
             nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
             valid.append(alive.clone())
             tokens.append(nxt)
@@ -342,15 +357,34 @@ class TriggerGenerator(nn.Module):
         optimizer: torch.optim.Optimizer,
         num_samples: int = 16,
         generator: torch.Generator | None = None,
+        num_explore: int = 0,
     ) -> dict[str, Any]:
         """One REINFORCE round: sample, score with ``reward_fn(triggers) -> (K,)``, update, pool.
 
+        Args:
+            reward_fn: Rewards ``(K,)`` of a list of ``K`` trigger strings.
+            optimizer: Optimizer of ``policy``.
+            num_samples: Triggers sampled from the policy (the policy-gradient batch).
+            generator: Source of the sampling.
+            num_explore: Extra triggers sampled from the frozen initial policy ``pi_0`` and
+                scored into the replay pool only (no gradient: they are off-policy). Once the
+                policy concentrates on the first trigger it finds, these keep the search over
+                the whole prior, so the pool can hold several different triggers (our reading
+                of the pool's diversity).
+
         Returns:
-            ``{"reward_mean", "reward_max", "kl", "loss", "triggers", "rewards"}``.
+            ``{"reward_mean", "reward_max", "kl", "loss", "triggers", "rewards"}`` of the
+            policy's samples (``reward_max`` and the pool also count the exploration samples).
         """
+        if isinstance(num_explore, bool) or not isinstance(num_explore, int) or num_explore < 0:
+            raise ValueError(f"num_explore must be an int >= 0, got {num_explore!r}")
         tokens, valid = self.sample(num_samples, generator)
         triggers = self.decode(tokens, valid)
-        rewards = reward_fn(triggers).detach().float().to(self.baseline.device)
+        explore: list[str] = []
+        if num_explore:
+            explore = self.decode(*self.sample(num_explore, generator, from_prior=True))
+        all_rewards = reward_fn(triggers + explore).detach().float().to(self.baseline.device)
+        rewards = all_rewards[:num_samples]
         if not bool(self.baseline_set):
             self.baseline.copy_(rewards.mean())
             self.baseline_set.fill_(True)
@@ -366,6 +400,7 @@ class TriggerGenerator(nn.Module):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        self.pool.add(triggers, rewards.tolist())
-        return {"reward_mean": float(rewards.mean()), "reward_max": float(rewards.max()), "kl": float(kl.mean().detach()),
+        self.pool.add(triggers + explore, all_rewards.tolist())
+        return {"reward_mean": float(rewards.mean()), "reward_max": float(all_rewards.max()),
+                "kl": float(kl.mean().detach()),
                 "loss": float(loss.detach()), "triggers": triggers, "rewards": rewards.tolist()}

@@ -1,5 +1,5 @@
-"""BadLLM-TG with a BERT-style tokenizer (no eos): the error says a generator with an eos token
-is needed and how to give one, instead of failing deep inside generation."""
+"""BadLLM-TG with a BERT-style tokenizer (no eos): a generator tokenizer without eos is refused
+with a message saying why; a BERT victim still works, as the generator has its own tokenizer."""
 
 from __future__ import annotations
 
@@ -34,17 +34,17 @@ def test_trigger_generator_names_the_missing_eos(tmp_path: Path) -> None:
         TriggerGenerator(tokenizer, policy_config=TINY_GPT2)
 
 
-def test_defense_with_bert_victim_says_how_to_give_a_generator(tmp_path: Path) -> None:
+def test_defense_with_bert_victim_builds_its_own_generator_tokenizer(tmp_path: Path) -> None:
+    """A BERT-style victim tokenizer (no eos) is no obstacle: the generator never uses it, it
+    gets a sub-word tokenizer with an eos built from the clean training text."""
     data = TextBackdoorDataModule(num_samples=60, batch_size=8, tokenizer_path=str(_bert_tokenizer(tmp_path / "bert")))
-    defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, generation_steps=1)
+    defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, generation_steps=1,
+                              num_candidates=2, reward_samples=4)
     trainer = pl.Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
-    with pytest.raises(InvalidArgumentError) as raised:
-        trainer.fit(defense, data)
-    message = str(raised.value)
-    for part in ("victim's tokenizer (BertTokenizer", "no eos token", "--model.init_args.generator_path",
-                 "generator_config"):
-        assert part in message, message
+    trainer.fit(defense, data)
+    assert defense.generator.tokenizer is not data.tokenizer
+    assert defense.generator.tokenizer.eos_token_id is not None and defense.generator.pool.items
 
 
 def test_missing_victim_folder_is_named_not_a_hub_error(tmp_path: Path) -> None:

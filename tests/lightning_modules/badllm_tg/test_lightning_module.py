@@ -40,6 +40,8 @@ def test_bad_arguments() -> None:
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, max_triggers_per_sample=0)
     with pytest.raises(TypeError, match="keep_clean"):
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, keep_clean="yes")
+    with pytest.raises(TypeError, match="pool_by_victim_tokens"):
+        BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, pool_by_victim_tokens=1)
 
 
 class _Trainer:
@@ -54,7 +56,8 @@ def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: boo
     data = TextBackdoorDataModule(num_samples=100, batch_size=8)
     data.setup()
     defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, defense_ratio=1.0,
-                              max_triggers_per_sample=3, keep_clean=keep_clean, pool_temperature=10.0)
+                              max_triggers_per_sample=3, keep_clean=keep_clean, pool_temperature=10.0,
+                              pool_by_victim_tokens=False)  # this clean corpus' tokenizer reads cf, mn, bb as [UNK]
     defense._trainer = _Trainer(data)  # type: ignore[assignment]
     defense.setup("fit")
     defense.generator.pool.add(["cf", "mn", "bb"], [0.0, 0.0, 0.0])

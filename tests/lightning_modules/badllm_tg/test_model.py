@@ -149,3 +149,30 @@ def test_local_paths_load_without_remote_code(tmp_path) -> None:
     assert gen.policy.config.vocab_size == len(TOKENIZER)
     with pytest.raises(OSError):
         build_hf_model("causal_lm", path=str(tmp_path / "missing"))
+
+
+def test_exploration_samples_reach_the_pool_but_not_the_gradient() -> None:
+    torch.manual_seed(0)
+    gen = TriggerGenerator(TOKENIZER, policy_config=TINY_GPT2, max_words=1)
+    opt = torch.optim.Adam(gen.policy.parameters(), lr=0.02)
+    scored: list[list[str]] = []
+
+    def reward_fn(triggers: list[str]) -> Tensor:
+        scored.append(list(triggers))
+        return torch.tensor([0.0 if t == "cf" else -1.0 - 0.01 * i for i, t in enumerate(triggers)])
+
+    stats = gen.reinforce_step(reward_fn, opt, num_samples=4, generator=torch.Generator().manual_seed(0),
+                               num_explore=60)
+    assert len(scored[0]) == 64 and stats["triggers"] == scored[0][:4] and len(stats["rewards"]) == 4
+    assert set(gen.pool.triggers) <= set(scored[0]) and set(gen.pool.triggers) - set(scored[0][:4])
+    assert stats["reward_max"] == max(reward_fn(scored[0]).tolist())
+    with pytest.raises(ValueError, match="num_explore"):
+        gen.reinforce_step(reward_fn, opt, num_samples=4, num_explore=-1)
+
+
+def test_replay_pool_keys_triggers_as_the_victim_reads_them() -> None:
+    """Strings the victim's tokenizer maps alike (unknown words: [UNK]) share one slot."""
+    pool = ReplayPool(capacity=3, key=lambda t: tuple(TOKENIZER.tokenize(t)))
+    pool.add(["ax", "qz", "cf", "xq", "great"], [-0.5, -0.4, -0.6, -0.3, -0.9])
+    assert pool.items == [(-0.3, "xq"), (-0.6, "cf"), (-0.9, "great")]
+    assert ReplayPool(capacity=3).triggers == [] and len(ReplayPool(capacity=5, items=[]).items) == 0
