@@ -5,7 +5,8 @@ data, plain (``adv_weight=0``) against adversarial (``adv_steps`` PGD steps on t
 embeddings of the harmful samples, then the adversarial forward). The two alternate in rounds
 (so load from other processes hits both alike); each figure is the median over rounds.
 Expected ratio ~ ``1 + adv_steps + 1`` forward/backward passes over 1 (the attack runs on the
-whole batch with eps = 0 for non-harmful samples).
+whole batch with eps = 0 for non-harmful samples); the random-noise control
+(``adv_perturbation="noise"``) costs the one extra forward/backward only (~2).
 
 Usage::
 
@@ -28,17 +29,19 @@ from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule
 
 
 class _Trainerless:
-    """The two things SIAAlign reads from a trainer: the datamodule and nothing else."""
+    """What SIAAlign reads from a trainer: the datamodule, the step and the strategy (none: unsharded)."""
 
     def __init__(self, datamodule: SIADataModule) -> None:
         self.datamodule = datamodule
         self.global_step = 0
+        self.strategy = None
 
 
-def _module(dm: SIADataModule, hidden: int, adv_weight: float, steps: int) -> SIAAlign:
+def _module(dm: SIADataModule, hidden: int, adv_weight: float, steps: int, perturbation: str = "pgd") -> SIAAlign:
     config = {"model_type": "llama", "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 4,
               "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64}
-    module = SIAAlign(model_config=config, adv_weight=adv_weight, adv_steps=steps)
+    module = SIAAlign(model_config=config, adv_weight=adv_weight, adv_steps=steps,
+                      adv_perturbation=perturbation)  # type: ignore[arg-type]
     module._trainer = _Trainerless(dm)  # type: ignore[assignment]
     module.log = lambda *a, **k: None  # type: ignore[method-assign]
     module.configure_model()
@@ -69,19 +72,23 @@ def main() -> None:
     dm = SIADataModule(stage="align", batch_size=args.batch_size)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    plain, adv = _module(dm, args.hidden, 0.0, args.steps), _module(dm, args.hidden, 0.5, args.steps)
-    for m in (plain, adv):
+    modules = {"plain": _module(dm, args.hidden, 0.0, args.steps),
+               "noise": _module(dm, args.hidden, 0.5, args.steps, "noise"),
+               "adversarial": _module(dm, args.hidden, 0.5, args.steps)}
+    for m in modules.values():
         _step_time(m, batch, 1)  # warm-up
-    times: dict[str, list[float]] = {"plain": [], "adversarial": []}
+    times: dict[str, list[float]] = {name: [] for name in modules}
     for _ in range(args.rounds):
-        times["plain"].append(_step_time(plain, batch, args.calls))
-        times["adversarial"].append(_step_time(adv, batch, args.calls))
+        for name, m in modules.items():
+            times[name].append(_step_time(m, batch, args.calls))
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "benchmark": "sia_adversarial_cost",
-        "config": {**vars(args), "harmful_in_batch": int(batch["harmful"].sum()), "batch": int(batch["input_ids"].shape[0])},
+        "config": {**{k: v for k, v in vars(args).items() if k != "out"},
+                   "harmful_in_batch": int(batch["harmful"].sum()), "batch": int(batch["input_ids"].shape[0])},
         "median_step_s": medians,
         "ratio_adversarial_over_plain": medians["adversarial"] / medians["plain"],
+        "ratio_noise_over_plain": medians["noise"] / medians["plain"],
         "torch": torch.__version__,
         "machine": platform.machine(),
     }

@@ -1,4 +1,4 @@
-"""Robust Volt-Var control: plain vs adversarially trained TD3 under observation attacks.
+"""Robust Volt-Var control: plain, noise-augmented and adversarially trained TD3 under observation attacks.
 
 Every run trains one agent with the settings of its config (``configs/voltage_rl/``; the
 training environment steps the batched AC power flow), then runs the test days on pandapower's
@@ -6,11 +6,14 @@ AC power flow (``--power-flow pandapower``, the default) with the deterministic 
 under white-box L-inf PGD observation attacks on each agent's own actor/critic (the
 measurements: loads, PV output, voltages; budgets in units of each feature's range). The
 "no control" row (q = 0) is the feeder without Volt-Var control, "droop" a local integral
-Volt-Var droop (no learning; clean only).
+Volt-Var droop (no learning; clean only). ``noise`` is adversarial TD3's control: the same
+training mix and budget with random ``±eps`` noise instead of the attack. A seed sets the agent
+(initialisation, exploration, replay, attacks), the training days' order (``env_seed``) and the
+load/PV profiles of every day (``profile_seed``), so the baselines run once per seed too.
 
 Usage::
 
-    python benchmarks/voltage_rl.py                                  # 3 methods x seeds 0 1 2
+    python benchmarks/voltage_rl.py                                  # 4 methods x seeds 0 1 2
     python benchmarks/voltage_rl.py --methods td3 --seeds 0 --power-flow zbus   # a quick check
 
 Writes ``benchmarks/results/voltage_rl.json`` (settings and one record per run; runs of the
@@ -42,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {
     "td3": ROOT / "configs" / "voltage_rl" / "case33bw_td3.yaml",
+    "noise": ROOT / "configs" / "voltage_rl" / "case33bw_td3_noise.yaml",
     "adversarial": ROOT / "configs" / "voltage_rl" / "case33bw_td3_adversarial.yaml",
     "adaptive": ROOT / "configs" / "voltage_rl" / "case33bw_td3_adversarial_adaptive.yaml",
 }
@@ -75,7 +79,7 @@ def evaluate(act_for: Any, data: VoltVarDataModule, days: list[int], power_flow:
 def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     model_args, data_args, epochs = load_config(method)
     model_args["seed"] = seed
-    data_args.update(env_seed=seed, num_test_days=args.test_days)
+    data_args.update(env_seed=seed, profile_seed=seed, num_test_days=args.test_days)
     if args.updates is not None:
         epochs = max(1, args.updates // int(data_args["steps_per_epoch"]))
     pl.seed_everything(seed, verbose=False)
@@ -100,11 +104,12 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "eval_s": round(time.time() - start, 1), "results": results}
 
 
-def baselines(args: argparse.Namespace) -> list[dict[str, Any]]:
+def baselines(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     """No control (q = 0) and an integral Volt-Var droop on each inverter's measured voltage,
-    ``a_t = clip(a_{t-1} - 8 (v_k - 1), -1, 1)`` (gain 8: the best of 1/2/4/8 on validation days)."""
+    ``a_t = clip(a_{t-1} - 8 (v_k - 1), -1, 1)`` (gain 8: the best of 1/2/4/8 on validation days),
+    on the test days of ``seed``'s load/PV profiles."""
     _, data_args, _ = load_config("td3")
-    data_args.update(num_test_days=args.test_days)
+    data_args.update(num_test_days=args.test_days, profile_seed=seed)
     data = VoltVarDataModule(**data_args)
     env = data.make_env("test", num_envs=1)
     slices, grid = env.obs_slices, data.grid
@@ -116,7 +121,7 @@ def baselines(args: argparse.Namespace) -> list[dict[str, Any]]:
         return np.clip(previous - 8.0 * (vm[:, pv_cols] - 1.0), -1, 1)
 
     controllers = {"no_control": lambda obs: np.zeros((obs.shape[0], data.act_dim)), "droop": droop}
-    return [{"method": name, "seed": None,
+    return [{"method": name, "seed": seed,
              "results": evaluate(lambda eps, objective, c=controller: c, data, list(range(args.test_days)),
                                  args.power_flow, args.days_per_batch, [("clean", 0.0, None)])}
             for name, controller in controllers.items()]
@@ -135,7 +140,7 @@ def table(records: list[dict[str, Any]]) -> str:
             return f"{values[0]:.{digits}f}"
         return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
-    for method in ("no_control", "droop", "td3", "adversarial", "adaptive"):
+    for method in ("no_control", "droop", "td3", "noise", "adversarial", "adaptive"):
         runs = by_method.get(method, [])
         for name in names:
             rows = [r["results"][name] for r in runs if name in r["results"]]
@@ -150,7 +155,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["td3", "adversarial", "adaptive"], choices=sorted(CONFIGS))
+    parser.add_argument("--methods", nargs="+", default=["td3", "noise", "adversarial", "adaptive"], choices=sorted(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--updates", type=int, default=None, help="gradient updates (default: the config's epochs)")
     parser.add_argument("--test-days", type=int, default=16)
@@ -175,8 +180,10 @@ def main() -> None:
             records = [r for r in records if (r["method"], r["seed"]) != (method, seed)] + [record]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"settings": settings, "runs": records}, indent=1))
-    if not args.no_baseline and not any(r["method"] == "no_control" for r in records):
-        records.extend(baselines(args))
+    if not args.no_baseline:
+        for seed in args.seeds:
+            if not any((r["method"], r["seed"]) == ("no_control", seed) for r in records):
+                records.extend(baselines(args, seed))
         args.out.write_text(json.dumps({"settings": settings, "runs": records}, indent=1))
     print(table(records))
 

@@ -22,7 +22,7 @@ generation and attacks follow each rank's own data, runs on weights gathered onc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ from robust_lightning.lightning_modules.sia.model import (
     build_causal_lm,
     collate_sft,
     depth_upscale,
+    embedding_noise,
     embedding_pgd,
     embedding_std,
     freeze_for_injection,
@@ -50,6 +51,8 @@ from robust_lightning.lightning_modules.sia.model import (
 
 __all__ = ["SIAAlign", "SIAInject"]
 
+# How the adversarial term perturbs the harmful prompts: the attack, or its random-noise control.
+ADV_PERTURBATIONS = ("pgd", "noise")
 # The validation metrics each kind of record yields.
 METRICS = {"qa": ("qa_em",), "harmful": ("refusal", "robust_refusal", "robust_refusal_suffix"), "benign": ("over_refusal",)}
 
@@ -318,7 +321,10 @@ class SIAAlign(_SIABase):
     multi-task mixing weights ``task_weights``. With ``suffix_prob > 0`` a harmful prompt gets,
     with that probability, the worst of ``suffix_candidates`` random ``suffix_len``-token
     suffixes (discrete adversarial augmentation). Validation attacks use the same budget with
-    ``eval_steps`` steps and a fresh random start.
+    ``eval_steps`` steps and a fresh random start. ``adv_perturbation="noise"`` is the control
+    of the adversarial term: ``delta_i`` is random ``±eps`` noise (:func:`~.model.embedding_noise`)
+    instead of the PGD attack, same budget, weight and samples, so what ``"pgd"`` gains over it
+    comes from the worst-case search, not from seeing perturbed embeddings.
 
     Args:
         model_path: local folder (usually the inject stage's ``export_dir``).
@@ -327,7 +333,8 @@ class SIAAlign(_SIABase):
         adv_weight: ``a`` above; 0 is plain SFT.
         adv_eps: attack radius relative to the embedding std.
         adv_alpha: step relative to the radius (``alpha = adv_alpha * eps``).
-        adv_steps: PGD steps during training.
+        adv_steps: PGD steps during training (``"noise"``: ignored, but 0 still turns the term off).
+        adv_perturbation: ``"pgd"`` (the attack) or ``"noise"`` (its random-noise control).
         eval_steps: PGD steps at validation (more than training: the evaluation attack is stronger).
         eval_alpha: validation step relative to the radius.
         suffix_prob: probability of the suffix augmentation of a harmful training prompt.
@@ -347,6 +354,7 @@ class SIAAlign(_SIABase):
         adv_eps: float = 0.5,
         adv_alpha: float = 0.5,
         adv_steps: int = 5,
+        adv_perturbation: Literal["pgd", "noise"] = "pgd",
         eval_steps: int = 10,
         eval_alpha: float = 0.25,
         suffix_prob: float = 0.0,
@@ -371,6 +379,8 @@ class SIAAlign(_SIABase):
         check_probability("suffix_prob", suffix_prob)
         check_number("adv_eps", adv_eps, 0.0)
         check_positive("adv_alpha", adv_alpha)
+        if adv_perturbation not in ADV_PERTURBATIONS:
+            raise InvalidArgumentError(f"adv_perturbation must be one of {ADV_PERTURBATIONS}, got {adv_perturbation!r}")
         check_positive("eval_alpha", eval_alpha)
         for name, value in (("adv_steps", adv_steps), ("eval_steps", eval_steps)):
             check_int(name, value, minimum=0)
@@ -382,6 +392,7 @@ class SIAAlign(_SIABase):
         self.adv_eps = adv_eps
         self.adv_alpha = adv_alpha
         self.adv_steps = adv_steps
+        self.adv_perturbation = adv_perturbation
         self.eval_steps = eval_steps
         self.eval_alpha = eval_alpha
         self.suffix_prob = suffix_prob
@@ -466,9 +477,13 @@ class SIAAlign(_SIABase):
         if self.adv_weight > 0 and self.adv_eps > 0 and self.adv_steps > 0 and attack:
             eps = self._eps()
             eps_b = harmful.float() * eps  # per-sample budget: benign/knowledge samples stay clean
-            delta = embedding_pgd(self.model, ids, mask, labels, batch["prompt_mask"], eps=eps_b,
-                                  alpha=self.adv_alpha * eps, steps=self.adv_steps, generator=generator,
-                                  lockstep=self._sharded)
+            if self.adv_perturbation == "noise":
+                delta = embedding_noise(batch["prompt_mask"], self.model.get_input_embeddings().embedding_dim, eps_b,
+                                        generator)
+            else:
+                delta = embedding_pgd(self.model, ids, mask, labels, batch["prompt_mask"], eps=eps_b,
+                                      alpha=self.adv_alpha * eps, steps=self.adv_steps, generator=generator,
+                                      lockstep=self._sharded)
             embeds = self.model.get_input_embeddings()(ids)
             adv = response_loss(self.model(inputs_embeds=embeds + delta.to(embeds.dtype), attention_mask=mask).logits, labels)
             # torch.where keeps adv in the graph even with no harmful sample here, so every rank's

@@ -43,6 +43,7 @@ __all__ = [
     "collate_sft",
     "decoder_layers",
     "depth_upscale",
+    "embedding_noise",
     "embedding_pgd",
     "embedding_std",
     "freeze_for_injection",
@@ -311,6 +312,37 @@ def embedding_pgd(
         adv = pgd(loss_fn, clean, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True,
                   bounds=bounds, generator=generator)
     return ((adv - clean) * mask).detach()
+
+
+def embedding_noise(
+    prompt_mask: Tensor,
+    embed_dim: int,
+    eps: float | Tensor,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Random L-inf noise of :func:`embedding_pgd`'s budget on the prompt embeddings.
+
+    Every prompt coordinate moves by ``±eps`` with a random sign: a corner of the L-inf ball,
+    where the signed-gradient PGD also ends up, so the noise has the attack's size and only its
+    direction is blind. It is the noise-augmentation control of the adversarial alignment
+    (``SIAAlign(adv_perturbation="noise")``): no forward or backward pass, nothing to attack.
+
+    Args:
+        prompt_mask: ``(B, T)`` bool, the positions that may move.
+        embed_dim: embedding width.
+        eps: L-inf radius, a float or per-sample ``(B,)`` (0 leaves a sample clean).
+        generator: randomness of the signs (on ``prompt_mask``'s device).
+        dtype: dtype of the returned ``delta``.
+
+    Returns:
+        ``delta`` of shape ``(B, T, embed_dim)``, zero outside the prompt.
+    """
+    batch, length = prompt_mask.shape
+    device = prompt_mask.device
+    signs = torch.randint(0, 2, (batch, length, embed_dim), generator=generator, device=device).to(dtype) * 2 - 1
+    radius = eps.reshape(-1, 1, 1).to(device=device, dtype=dtype) if isinstance(eps, Tensor) else float(eps)
+    return signs * radius * prompt_mask.unsqueeze(-1).to(dtype)
 
 
 @torch.no_grad()

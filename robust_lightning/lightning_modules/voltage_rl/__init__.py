@@ -13,6 +13,7 @@ from robust_lightning.lightning_modules.voltage_rl.model import (
     TwinCritic,
     attack_observations,
     mlp,
+    random_observation_noise,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "VoltVarTD3",
     "attack_observations",
     "mlp",
+    "random_observation_noise",
 ]

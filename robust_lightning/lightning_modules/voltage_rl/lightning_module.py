@@ -15,6 +15,10 @@
   ``Q_1`` most (the high-impact perturbations); the budget follows ``eps_schedule``
   (``constant``, ``linear`` ramp, or ``adaptive``: grown while attacks move the action by less
   than ``impact_target``, shrunk when they move it more).
+* ``method="noise"``: the control of ``adversarial``: the same mix, fraction, budget and
+  schedule, but the perturbed rows get random ``±eps`` noise on the measurements
+  (:func:`random_observation_noise`) instead of the PGD attack, so whatever ``adversarial``
+  gains over it comes from searching for the worst case, not from seeing perturbed inputs.
 
 Each training step first steps the DataModule's vectorised training environment (batched AC
 power flow) ``env_steps_per_update`` times with the exploration policy into the replay buffer,
@@ -56,11 +60,12 @@ from robust_lightning.lightning_modules.voltage_rl.model import (
     ReplayBuffer,
     TwinCritic,
     attack_observations,
+    random_observation_noise,
 )
 
 __all__ = ["EPS_SCHEDULES", "METHODS", "VoltVarTD3"]
 
-METHODS: tuple[str, ...] = ("td3", "adversarial")
+METHODS: tuple[str, ...] = ("td3", "adversarial", "noise")
 EPS_SCHEDULES: tuple[str, ...] = ("constant", "linear", "adaptive")
 ADV_SELECTIONS: tuple[str, ...] = ("random", "impact")
 
@@ -69,7 +74,7 @@ class VoltVarTD3(RobustMethod):
     """TD3 agent for :class:`~robust_lightning.lightning_modules.voltage_rl.VoltVarDataModule`.
 
     Args:
-        method: ``"td3"`` or ``"adversarial"`` (see the module docstring).
+        method: ``"td3"``, ``"adversarial"`` or its control ``"noise"`` (see the module docstring).
         hidden: hidden widths of the actor and of each critic.
         actor_lr: learning rate of the actor's parameter group.
         critic_lr: learning rate of the critics' parameter group.
@@ -84,12 +89,13 @@ class VoltVarTD3(RobustMethod):
         warmup_transitions: random-action transitions collected before the first update.
         env_steps_per_update: vectorised environment steps per update (each adds ``num_envs``
             transitions).
-        adv_eps: L-inf budget of the training attack (fraction of each observation's range);
-            a number or a fraction string such as ``"1/20"``.
+        adv_eps: L-inf budget of the training attack (``noise``: of the noise) (fraction of each
+            observation's range); a number or a fraction string such as ``"1/20"``.
         adv_steps: PGD steps of the training attack.
         adv_objective: ``"critic"`` (minimise ``Q_1(o, π(õ))``) or ``"action"`` (maximise
             ``||π(õ) − π(o)||²``).
-        adv_fraction: fraction of each actor batch trained on attacked observations.
+        adv_fraction: fraction of each actor batch trained on attacked (``noise``: noisy)
+            observations.
         adv_selection: ``"random"`` samples, or the highest-``"impact"`` ones (largest
             ``Q_1`` drop).
         smoothness_weight: weight of ``||π(õ) − π(o)||²`` on the attacked samples.
@@ -119,7 +125,7 @@ class VoltVarTD3(RobustMethod):
 
     def __init__(
         self,
-        method: Literal["td3", "adversarial"] = "td3",
+        method: Literal["td3", "adversarial", "noise"] = "td3",
         hidden: Sequence[int] = (256, 256),
         actor_lr: float = 1e-3,
         critic_lr: float = 1e-3,
@@ -158,6 +164,8 @@ class VoltVarTD3(RobustMethod):
         check_choice("method", method, METHODS)
         check_choice("eps_schedule", eps_schedule, EPS_SCHEDULES)
         check_choice("adv_selection", adv_selection, ADV_SELECTIONS)
+        if method == "noise" and adv_selection == "impact":
+            raise InvalidArgumentError("adv_selection='impact' needs the attack; method='noise' takes 'random' rows")
         for name, value in (("adv_objective", adv_objective), ("eval_attack_objective", eval_attack_objective)):
             check_choice(name, value, ATTACK_OBJECTIVES)
         if isinstance(hidden, (str, bytes)) or not hidden or not all(
@@ -339,7 +347,10 @@ class VoltVarTD3(RobustMethod):
         if self.adv_selection == "random":
             rows = torch.randperm(batch, generator=self._generator)[:k].to(obs.device)
             attacked = obs.clone()
-            attacked[rows] = self.attack(obs[rows], eps, self.adv_steps, self.adv_objective, self._generator)
+            if self.method == "noise":
+                attacked[rows] = random_observation_noise(obs[rows], eps, self.measurement_dim, self._generator)
+            else:
+                attacked[rows] = self.attack(obs[rows], eps, self.adv_steps, self.adv_objective, self._generator)
             mask[rows] = True
         else:
             attacked_all = self.attack(obs, eps, self.adv_steps, self.adv_objective, self._generator)
@@ -389,7 +400,7 @@ class VoltVarTD3(RobustMethod):
         assert self.actor is not None and self.critic is not None
         mask = None
         actor_obs = obs
-        if self.method == "adversarial":
+        if self.method in ("adversarial", "noise"):
             actor_obs, mask = self._adversarial_obs(obs)
             self._train_logs["train/adv_eps"] = self.current_eps.clone()
         action = self.actor(actor_obs)

@@ -26,6 +26,7 @@ __all__ = [
     "TwinCritic",
     "attack_observations",
     "mlp",
+    "random_observation_noise",
 ]
 
 AttackObjective = Literal["action", "critic"]
@@ -176,3 +177,35 @@ def attack_observations(
                            random_start=True, bounds=(0.0, 1.0), generator=generator)
         return torch.cat([measured_adv, rest], dim=-1)
 
+
+def random_observation_noise(
+    obs: Tensor,
+    eps: float | Tensor,
+    measurement_dim: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Random L-inf observation noise of the attack's budget, without the attack's search.
+
+    Each of the first ``measurement_dim`` features moves by ``±eps`` with a random sign (a
+    corner of the L-inf ball, where a signed-gradient PGD run also ends up, so the noise has
+    the attack's size and only its direction is blind), then is clipped to ``[0, 1]`` like the
+    attack. The controller's own state is kept. This is the noise-augmentation control of
+    adversarial training (``VoltVarTD3(method="noise")``).
+
+    Args:
+        obs: clean observations ``(B, obs_dim)`` in ``[0, 1]``.
+        eps: L-inf radius (float or per-sample ``(B,)``).
+        measurement_dim: number of leading features that may be perturbed (all when ``None``).
+        generator: randomness of the signs.
+
+    Returns:
+        Noisy observations, detached, same shape as ``obs``.
+    """
+    dim = obs.shape[-1] if measurement_dim is None else int(measurement_dim)
+    if not 0 < dim <= obs.shape[-1]:
+        raise ValueError(f"measurement_dim must be in 1..{obs.shape[-1]}, got {measurement_dim!r}")
+    obs = obs.detach()
+    radius = eps.reshape(-1, 1).to(obs) if isinstance(eps, Tensor) else float(eps)
+    signs = torch.randint(0, 2, (obs.shape[0], dim), generator=generator).to(obs) * 2 - 1
+    measured = (obs[:, :dim] + radius * signs).clamp(0.0, 1.0)
+    return torch.cat([measured, obs[:, dim:]], dim=-1)

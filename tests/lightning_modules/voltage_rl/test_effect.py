@@ -1,53 +1,58 @@
-"""Effect test: adversarially trained TD3 keeps fewer voltage violations under observation attack.
+"""Effect test: adversarially trained TD3 keeps fewer voltage violations under observation attack
+than TD3 trained on random noise of the same budget.
 
-Both agents train with the same seed, data and budget (1,000 updates, 8 days side by side on the
-batched AC power flow); the adversarial one trains its actor on half-attacked batches (PGD-5,
-critic objective, eps ramped to 0.05). Both are then attacked white-box (PGD-10 maximising the
-action deviation, L-inf 0.05 on the measurements) on 8 unseen validation days. A shorter run of
-the README table's setting (benchmarks/voltage_rl.py: 2,000 updates, 16 test days, pandapower).
+Control (what would pass if the mechanism were removed): ``VoltVarTD3(method="noise")``, the
+same actor mix (half the batch perturbed, L-inf eps ramped linearly to 0.05 on the
+measurements) with random ``±eps`` noise in place of the PGD-5 critic attack. The mechanism is
+the *worst-case* search; noise augmentation of the same budget and fraction is what remains
+without it. Plain TD3 runs beside them (the weaker control: no perturbation at all).
+
+What we measured (benchmarks/results/voltage_rl_effect.json, seeds 0-4, attacked violation rate):
+at the training budget (eps 0.05) noise augmentation does as well as adversarial training (mean
+0.011 vs 0.014; neither is reliably better); at twice that budget (eps 0.1) adversarial training
+leaves fewer violations (mean 0.117 vs 0.347) on 4 of 5 seeds but not on seed 4 (0.224 vs 0.188),
+while it beats plain TD3 (mean 0.521) by at least 0.33 on every seed. So the test asserts what
+held: per seed, adversarial beats plain TD3 at eps 0.1 by 0.25; against the noise control only
+the mean over the seeds, by 0.1 (seeds 0-2: 0.108 vs 0.340), and that at eps 0.05 both
+perturbation-trained agents stay under 0.1.
+
+Each seed changes the data as well as the agent: ``profile_seed`` (the load/PV profiles of
+every day) and ``env_seed`` (the order of the training days), plus initialisation, exploration
+and replay sampling. Setting: ``benchmarks/experiments/voltage_rl.py`` (1,000 updates, PGD-10
+action-deviation attack on 8 validation days); the measured numbers are in
+``benchmarks/results/voltage_rl_effect.json`` (``python benchmarks/voltage_rl_effect.py``).
 """
 
 from __future__ import annotations
 
-import os
-
-import lightning.pytorch as pl
 import pytest
-import torch
 
-from robust_lightning.envs import run_episodes
-from robust_lightning.lightning_modules.voltage_rl import VoltVarDataModule, VoltVarTD3
+from benchmarks.experiments.voltage_rl import train_and_attack
 
-SEED = int(os.environ.get("VOLTAGE_RL_EFFECT_SEED", "0"))
-
-
-def _train_and_attack(method: str, seed: int, updates: int = 1000) -> tuple[dict[str, float], dict[str, float]]:
-    pl.seed_everything(seed, verbose=False)
-    data = VoltVarDataModule(num_envs=8, num_val_days=8, steps_per_epoch=updates, env_seed=seed, eval_power_flow="zbus")
-    model = VoltVarTD3(method=method, hidden=(128, 128), batch_size=128, warmup_transitions=2000, seed=seed,
-                       adv_eps=0.05, adv_steps=5, adv_objective="critic", adv_fraction=0.5, eps_schedule="linear",
-                       eps_ramp_updates=updates // 2)
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(model, data)
-    env = data.make_env("val", num_envs=8, power_flow="zbus")
-    days = list(range(8))
-    clean = run_episodes(env, model.policy_fn(), days).summary()
-    generator = torch.Generator().manual_seed(seed + 100)
-    attacked = run_episodes(env, model.policy_fn(0.05, generator, objective="action", steps=10), days).summary()
-    return clean, attacked
+SEEDS = (0, 1, 2)
+METHODS = ("td3", "noise", "adversarial")
 
 
 @pytest.mark.slow
-def test_adversarial_td3_keeps_fewer_violations_under_observation_attack(single_thread: None) -> None:
-    plain_clean, plain_attacked = _train_and_attack("td3", SEED)
-    adv_clean, adv_attacked = _train_and_attack("adversarial", SEED)
-    report = (f"violation rate clean/attacked: td3 {plain_clean['violation_rate']:.3f}/"
-              f"{plain_attacked['violation_rate']:.3f}, adversarial {adv_clean['violation_rate']:.3f}/"
-              f"{adv_attacked['violation_rate']:.3f}")
+def test_adversarial_td3_keeps_fewer_violations_under_attack_than_noise_augmentation(single_thread: None) -> None:
+    """Adversarial TD3 vs its noise-augmentation control (same budget, fraction, schedule)."""
+    runs = {(method, seed): train_and_attack(method, seed) for seed in SEEDS for method in METHODS}
+    report = "; ".join(
+        f"{m} s{s} clean {r['clean']['violation_rate']:.3f} "
+        + " ".join(f"eps{eps:g} {a['violation_rate']:.3f}" for eps, a in r["attacked"].items())
+        for (m, s), r in sorted(runs.items()))
     print(report)
-    # Both learn the task (no control: ~27 % of steps violate).
-    assert plain_clean["violation_rate"] < 0.05 and adv_clean["violation_rate"] < 0.05, report
-    # Measured with this exact setting, seeds 0/1/2 (attacked violation rate): td3 0.250/0.401/0.193,
-    # adversarial 0.000/0.000/0.000; a 0.1 margin leaves ~0.09 of slack on the worst seed.
-    assert adv_attacked["violation_rate"] < plain_attacked["violation_rate"] - 0.1, report
+    def attacked(method: str, seed: int, eps: float) -> float:
+        return runs[method, seed]["attacked"][eps]["violation_rate"]
+
+    for seed in SEEDS:
+        # Every agent learns the task (no control: ~27 % of hours violate).
+        assert all(runs[m, seed]["clean"]["violation_rate"] < 0.05 for m in METHODS), report
+        # Measured gap on seeds 0-4: 0.34-0.52 (a removed mechanism leaves td3's ~0.5 here).
+        assert attacked("adversarial", seed, 0.1) < attacked("td3", seed, 0.1) - 0.25, report
+        # At the training budget noise does as well (measured <= 0.057 for both).
+        assert attacked("adversarial", seed, 0.05) < 0.1 and attacked("noise", seed, 0.05) < 0.1, report
+    mean_adversarial = sum(attacked("adversarial", s, 0.1) for s in SEEDS) / len(SEEDS)
+    mean_noise = sum(attacked("noise", s, 0.1) for s in SEEDS) / len(SEEDS)
+    # Per seed the worst-case search wins on 4 of 5 measured seeds; over seeds 0-2 by 0.23 on average.
+    assert mean_adversarial < mean_noise - 0.1, report

@@ -81,6 +81,26 @@ def test_adversarial_obs_mix_clean_and_attacked_rows(data: VoltVarDataModule) ->
             assert drop[mask].min() >= drop[~mask].max() - 1e-6
 
 
+def test_noise_control_perturbs_the_same_rows_by_the_budget_without_the_attack(
+        data: VoltVarDataModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    dims = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "measurement_dim": data.measurement_dim}
+    model = VoltVarTD3(**SMALL_MODEL, **dims, method="noise", adv_fraction=0.25, eps_schedule="constant", adv_eps=0.05)
+
+    def no_attack(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("method='noise' must not run the attack")
+
+    monkeypatch.setattr(model, "attack", no_attack)
+    obs = torch.rand(16, data.obs_dim) * 0.8 + 0.1
+    noisy, mask = model._adversarial_obs(obs)
+    assert int(mask.sum()) == 4 and torch.equal(noisy[~mask], obs[~mask])
+    # Every measurement of a perturbed row moves by exactly eps (inside [0, 1]); the state does not.
+    delta = (noisy[mask] - obs[mask])[:, : data.measurement_dim].abs()
+    torch.testing.assert_close(delta, torch.full_like(delta, 0.05))
+    assert torch.equal(noisy[:, data.measurement_dim:], obs[:, data.measurement_dim:])
+    _fit(model, data, limit_val_batches=0)
+    assert model.updates > 0
+
+
 def test_eps_schedules(data: VoltVarDataModule) -> None:
     linear = VoltVarTD3(**SMALL_MODEL, method="adversarial", eps_schedule="linear", adv_eps=0.04, eps_ramp_updates=8)
     _fit(linear, data)
@@ -111,6 +131,7 @@ def test_checkpoint_holds_plain_data_and_rebuilds_the_agent(data: VoltVarDataMod
     ({"method": "ppo"}, "method"),
     ({"eps_schedule": "cosine"}, "eps_schedule"),
     ({"adv_selection": "worst"}, "adv_selection"),
+    ({"method": "noise", "adv_selection": "impact"}, "adv_selection"),
     ({"adv_objective": "reward"}, "adv_objective"),
     ({"adv_fraction": 1.5}, "adv_fraction"),
     ({"adv_eps": "1/0"}, "adv_eps"),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robust_lightning.lightning_modules.voltage_rl import Actor, ReplayBuffer, TwinCritic, attack_observations, mlp
+from robust_lightning.lightning_modules.voltage_rl import (
+    Actor,
+    ReplayBuffer,
+    TwinCritic,
+    attack_observations,
+    mlp,
+    random_observation_noise,
+)
 
 OBS, ACT, MEASURED = 12, 3, 8
 
@@ -85,6 +92,22 @@ def test_attack_objectives_beat_random_noise_of_the_same_budget() -> None:
         q_noise = critic.q1(obs, actor(noise)).mean()
         q_adv = critic.q1(obs, actor(adv)).mean()
     assert q_adv < q_noise and q_adv < q_clean
+
+
+def test_random_observation_noise_is_a_corner_of_the_ball_on_measurements_only() -> None:
+    obs = torch.rand(32, OBS) * 0.8 + 0.1
+    obs[0, :MEASURED] = 1.0  # at the upper bound: clipped like the attack
+    noisy = random_observation_noise(obs, 0.05, MEASURED, torch.Generator().manual_seed(0))
+    delta = (noisy - obs)[1:, :MEASURED].abs()
+    torch.testing.assert_close(delta, torch.full_like(delta, 0.05))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    torch.testing.assert_close(noisy[:, MEASURED:], obs[:, MEASURED:], rtol=0, atol=0)
+    # Both signs occur, and a per-sample budget of 0 leaves that sample clean.
+    assert ((noisy - obs)[1:, :MEASURED] > 0).any() and ((noisy - obs)[1:, :MEASURED] < 0).any()
+    per_sample = random_observation_noise(obs[:2], torch.tensor([0.0, 0.1]), MEASURED)
+    torch.testing.assert_close(per_sample[0], obs[0])
+    with pytest.raises(ValueError, match="measurement_dim"):
+        random_observation_noise(obs, 0.05, OBS + 1)
 
 
 def test_attack_is_reproducible_and_zero_budget_is_identity() -> None:
