@@ -16,33 +16,21 @@ Writes ``benchmarks/results/pgd_at_noise_control.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._seed_sweep import parse_seed_sweep_args, write_results
 from tests.test_evidence import EPS, PGD_AT_ARMS, ROBUST_KEY, _train_and_test
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pgd_at_noise_control.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    args = parse_seed_sweep_args(__doc__.split("\n\n")[0], "pgd_at_noise_control.json")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -54,11 +42,7 @@ def main() -> None:
                             "seconds": round(time.perf_counter() - start, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"eps": EPS, "epochs": 5, "eval_attack": ROBUST_KEY, "threads": args.threads,
-                "torch": torch.__version__, "python": platform.python_version()}
-    out.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1) + "\n")
+    write_results(args.out, {"settings": {"eps": EPS, "epochs": 5, "eval_attack": ROBUST_KEY}, "runs": rows})
     print("| seed | " + " | ".join(f"clean, {a} | PGD-10, {a}" for a in PGD_AT_ARMS) + " |")
     print("|---|" + "---|---|" * len(PGD_AT_ARMS))
     for row in rows:

@@ -18,35 +18,23 @@ Writes ``benchmarks/results/rct_af_curvature_control.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._seed_sweep import parse_seed_sweep_args, write_results
 from tests.lightning_modules.rct_af.test_lightning_module import CURVATURE_ARMS, LOW_CURVATURE, curvature_arm
 
 EXTRA_ARM = (0.5, "gelu")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rct_af_curvature_control.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    args = parse_seed_sweep_args(__doc__.split("\n\n")[0], "rct_af_curvature_control.json")
     arms = (*CURVATURE_ARMS, EXTRA_ARM)
     names = [f"kappa{kappa:g}_{base}" for kappa, base in arms]
     rows = []
@@ -62,11 +50,8 @@ def main() -> None:
             row["ratio_to_" + names[0]] = {n: round(row[n]["hessian_adv"] / low, 3) for n in names[1:]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"epochs": 3, "eps": 0.1, "train_steps": 5, "hessian_images": 256, "hessian_probes": 8,
-                "threads": args.threads, "torch": torch.__version__, "python": platform.python_version()}
-    out.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1) + "\n")
+    settings = {"epochs": 3, "eps": 0.1, "train_steps": 5, "hessian_images": 256, "hessian_probes": 8}
+    write_results(args.out, {"settings": settings, "runs": rows})
     print("| seed | " + " | ".join(f"Hessian norm, {n} | clean, {n}" for n in names) + " | ratios |")
     print("|---|" + "---|---|" * len(names) + "---|")
     for row in rows:

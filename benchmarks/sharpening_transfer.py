@@ -14,31 +14,22 @@ Writes ``benchmarks/results/sharpening_transfer.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._seed_sweep import parse_seed_sweep_args, write_results
 from robust_lightning import RobustClassifier
 from tests.data.trained import trained_digits_model
 from tests.test_evidence import CONTRAST_FACTOR, TRANSFER_EPS, _transfer_accuracy
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sharpening_transfer.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_seed_sweep_args(__doc__.split("\n\n")[0], "sharpening_transfer.json")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -58,11 +49,7 @@ def main() -> None:
     for row in rows:
         cells = [f"{row[k][m]:.3f}" for k in list(row)[1:] for m in ("clean", "transfer")]
         print(f"| {row['seed']} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"transfer_eps": TRANSFER_EPS, "contrast_factor": CONTRAST_FACTOR, "rows": rows,
-                               "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                                           "cpus": os.cpu_count()}}, indent=2))
+    write_results(args.out, {"transfer_eps": TRANSFER_EPS, "contrast_factor": CONTRAST_FACTOR, "rows": rows})
 
 
 if __name__ == "__main__":
