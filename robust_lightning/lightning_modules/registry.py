@@ -186,7 +186,7 @@ _SPECS = (
         module=f"{_LM}.voltage_rl.VoltVarTD3",
         datamodules=(f"{_LM}.voltage_rl.VoltVarDataModule",),
         configs=("voltage_rl/case33bw_td3.yaml", "voltage_rl/case33bw_td3_adversarial.yaml",
-                 "voltage_rl/case33bw_td3_adversarial_adaptive.yaml"),
+                 "voltage_rl/case33bw_td3_adversarial_adaptive.yaml", "voltage_rl/case33bw_td3_noise.yaml"),
         summary="Robust Volt-Var control: TD3 with observation-attack adversarial training (Chung & Zhang)",
     ),
     MethodSpec(
