@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--root", default="data/audio_grl_bench_corpus")
     parser.add_argument("--out", default="benchmarks/results/audio_grl_feature_cache.json")
     args = parser.parse_args()
+    # Other jobs on a shared machine move these timings, so the JSON says when and under what load.
+    load_before = os.getloadavg()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*espeak-ng.*")
         dm = SpuriousCueSpeechDataModule(root=args.root, n_train=args.n_train, n_val=8, n_test=8, batch_size=16)
@@ -92,7 +95,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "epochs": args.epochs, "n_train": args.n_train,
                                "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                           "torch_threads": torch.get_num_threads()}}, indent=2))
+                                           "torch_threads": torch.get_num_threads()},
+                               "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "load_avg_1_5_15_before": load_before, "load_avg_1_5_15_after": os.getloadavg()},
+                              indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=8)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "nero_net_parallel.json"))
     args = parser.parse_args()
+    # Other jobs on a shared machine move these timings, so the JSON says when and under what load.
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         single = _timed_run(str(Path(tmp) / "single"), args)
         with socket.socket() as s:
@@ -88,6 +91,8 @@ def main() -> None:
         "single_process_s": single, "parallel_s": parallel, "speedup": single / parallel,
         "identical_generations": identical, "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "platform": platform.platform(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_avg_1_5_15_before": load_before, "load_avg_1_5_15_after": os.getloadavg(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
