@@ -47,7 +47,7 @@ from robust_lightning._validation import (
     check_int_at_least,
     check_non_negative_int,
     check_number,
-    is_int,
+    check_positive_ints,
 )
 from robust_lightning.attacks.core import eps_tag, parse_budget
 from robust_lightning.envs.volt_var import VoltVarVectorEnv, run_episodes
@@ -168,9 +168,7 @@ class VoltVarTD3(RobustMethod):
             raise InvalidArgumentError("adv_selection='impact' needs the attack; method='noise' takes 'random' rows")
         for name, value in (("adv_objective", adv_objective), ("eval_attack_objective", eval_attack_objective)):
             check_choice(name, value, ATTACK_OBJECTIVES)
-        if isinstance(hidden, (str, bytes)) or not hidden or not all(
-                is_int(h) and h > 0 for h in hidden):
-            raise InvalidArgumentError(f"hidden must be a non-empty list of positive ints, got {hidden!r}")
+        check_positive_ints("hidden", hidden, non_empty=True)
         self.actor_lr = check_number("actor_lr", actor_lr, 0.0, low_open=True)
         self.critic_lr = check_number("critic_lr", critic_lr, 0.0, low_open=True)
         self.gamma = check_number("gamma", gamma, 0.0, high=1.0)
