@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from benchmarks._machine import cpu_model
 from robust_lightning import APGD, PGD, AdversarialTraining, RobustClassifier, SmallCNN
 from robust_lightning.attacks.core import attack_mode
 from robust_lightning.datamodules import DigitsDataModule
@@ -80,16 +80,6 @@ RECIPE_ARGS: dict[str, dict[str, Any]] = {
     "free_at": {"free_replays": 4},
     "fat": {"steps": 10, "fat_tau": "dynamic"},
 }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _load() -> list[float]:
@@ -420,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "val_dataloader|num_training_batches).*")
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "lightning": pl.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_start": _load(),

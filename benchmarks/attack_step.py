@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._machine import cpu_model
 from robust_lightning import ops
 from robust_lightning.attacks.core import attack_mode, pgd
 from robust_lightning.nn import PreActResNet18
@@ -54,16 +54,6 @@ from robust_lightning.nn import PreActResNet18
 SIZES = {"cifar": (256, 3, 32, 32), "imagenet": (64, 3, 224, 224)}
 # Budgets as used in practice: 8/255 L-inf with 2/255 steps, 0.5 L2 with 0.1 steps.
 BUDGETS = {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -294,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
