@@ -1,8 +1,8 @@
 """Command line and result file shared by the scripts that measure an effect test's arms per seed.
 
-``pgd_at_noise_control.py``, ``sharpening_transfer.py`` and ``rct_af_curvature_control.py`` each
-run the effect test's own helpers over ``--seeds`` and write one JSON; this module holds the
-part they have in common, so the three stay the same tool with the same flags.
+``pgd_at_noise_control.py``, ``sharpening_transfer.py``, ``rct_af_curvature_control.py`` and
+``nup_effect.py`` each run the effect test's own helpers over ``--seeds`` and write one JSON; this
+module holds the part they have in common, so they stay the same tool with the same flags.
 """
 
 from __future__ import annotations
