@@ -156,11 +156,13 @@ def _propose_l2(x: Tensor, x_best: Tensor, eps: float, p: float, generator: torc
     """Alg. 3: a new eta window in window 1 takes the mass of window 2, so the norm stays at eps."""
     n, c, h, w = x.shape
     delta = x_best - x
-    # Odd side >= 3 so the eta window has a centre; at most the image side.
+    # Odd side >= 3 so the eta window has a centre; at most the shorter image side (the reference
+    # caps by h only, which breaks the window arithmetic when h > w).
     s = max(int(round(math.sqrt(p * (c * h * w) / c))), 3)
     if s % 2 == 0:
         s += 1
-    s = min(s, h if h % 2 else h - 1)
+    side = min(h, w)
+    s = min(s, side if side % 2 else side - 1)
     vh, vw = _randint(0, h - s, generator, x.device), _randint(0, w - s, generator, x.device)
     mask_1 = torch.zeros_like(x)
     mask_1[:, :, vh:vh + s, vw:vw + s] = 1.0
