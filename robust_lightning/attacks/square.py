@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -98,33 +99,44 @@ def _l2(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def _run_linf(margin_fn, x, eps, n_queries, p_init, lo, hi, generator):
-    b, c, h, w = x.shape
-    device, dtype = x.device, x.dtype
-    x_best = (x + eps * _signs((b, c, 1, w), generator, device, dtype)).clamp(lo, hi)
-    margin_min = margin_fn(x_best, torch.arange(b, device=device))
-    n_features = c * h * w
-    for i in range(n_queries):
-        todo = (margin_min > 0).nonzero().squeeze(1)
-        if todo.numel() == 0:
-            break
-        x_curr, x_best_curr = x[todo], x_best[todo]
-        p = p_selection(p_init, i, n_queries)
-        s = min(max(int(round(math.sqrt(p * n_features / c))), 1), h - 1)
-        vh, vw = _randint(0, h - s, generator, device), _randint(0, w - s, generator, device)
-        new_deltas = torch.zeros(c, h, w, device=device, dtype=dtype)
-        new_deltas[:, vh:vh + s, vw:vw + s] = 2.0 * eps * _signs((c, 1, 1), generator, device, dtype)
-        x_new = torch.minimum(torch.maximum(x_best_curr + new_deltas, x_curr - eps), x_curr + eps).clamp(lo, hi)
-        m = margin_fn(x_new, todo)
-        improved = m < margin_min[todo]
-        margin_min[todo[improved]] = m[improved]
-        x_best[todo[improved]] = x_new[improved]
-    return x_best, margin_min
+MarginFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _run_l2(margin_fn, x, eps, n_queries, p_init, lo, hi, generator):
+class _NormSteps(NamedTuple):
+    """The two norm-specific parts of the random search; :func:`_random_search` does the rest.
+
+    Both return points that may leave ``bounds``: the search clamps them.
+
+    Attributes:
+        init: ``(x, eps, generator) -> x_init``, the starting point at distance eps.
+        propose: ``(x, x_best, eps, p, generator) -> x_new``, one candidate per row of ``x_best``
+            that changes a window covering about a fraction ``p`` of the features.
+    """
+
+    init: Callable[[Tensor, float, torch.Generator | None], Tensor]
+    propose: Callable[[Tensor, Tensor, float, float, torch.Generator | None], Tensor]
+
+
+def _init_linf(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    """The reference's stripe initialisation: one random sign ``+-eps`` per column and channel."""
+    b, c, _, w = x.shape
+    return x + eps * _signs((b, c, 1, w), generator, x.device, x.dtype)
+
+
+def _propose_linf(x: Tensor, x_best: Tensor, eps: float, p: float, generator: torch.Generator | None) -> Tensor:
+    """Alg. 2: one square of side ``sqrt(p * h * w)`` set to ``+-2 eps`` per channel, projected back to the ball."""
+    _, c, h, w = x.shape
+    # p * n_features / c as in the reference, not p * h * w: the float rounding may differ.
+    s = min(max(int(round(math.sqrt(p * (c * h * w) / c))), 1), h - 1)
+    vh, vw = _randint(0, h - s, generator, x.device), _randint(0, w - s, generator, x.device)
+    new_deltas = torch.zeros(c, h, w, device=x.device, dtype=x.dtype)
+    new_deltas[:, vh:vh + s, vw:vw + s] = 2.0 * eps * _signs((c, 1, 1), generator, x.device, x.dtype)
+    return torch.minimum(torch.maximum(x_best + new_deltas, x - eps), x + eps)
+
+
+def _init_l2(x: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    """A 5x5 grid of eta windows with random signs per sample and channel, scaled to norm eps."""
     b, c, h, w = x.shape
-    device, dtype = x.device, x.dtype
     delta_init = torch.zeros_like(x)
     s = max(h // 5, 1)
     start = (h - s * 5) // 2
@@ -134,40 +146,74 @@ def _run_l2(margin_fn, x, eps, n_queries, p_init, lo, hi, generator):
         for _ in range(w // s):
             if vh + s <= h and vw + s <= w:
                 delta_init[:, :, vh:vh + s, vw:vw + s] += (
-                    _eta(s, generator, device).view(1, 1, s, s) * _signs((b, c, 1, 1), generator, device, dtype))
+                    _eta(s, generator, x.device).view(1, 1, s, s) * _signs((b, c, 1, 1), generator, x.device, x.dtype))
             vw += s
         vh += s
-    x_best = (x + delta_init / (_l2(delta_init) + 1e-12) * eps).clamp(lo, hi)
-    margin_min = margin_fn(x_best, torch.arange(b, device=device))
-    n_features = c * h * w
+    return x + delta_init / (_l2(delta_init) + 1e-12) * eps
+
+
+def _propose_l2(x: Tensor, x_best: Tensor, eps: float, p: float, generator: torch.Generator | None) -> Tensor:
+    """Alg. 3: a new eta window in window 1 takes the mass of window 2, so the norm stays at eps."""
+    n, c, h, w = x.shape
+    delta = x_best - x
+    # Odd side >= 3 so the eta window has a centre; at most the shorter image side (the reference
+    # caps by h only, which breaks the window arithmetic when h > w).
+    s = max(int(round(math.sqrt(p * (c * h * w) / c))), 3)
+    if s % 2 == 0:
+        s += 1
+    side = min(h, w)
+    s = min(s, side if side % 2 else side - 1)
+    vh, vw = _randint(0, h - s, generator, x.device), _randint(0, w - s, generator, x.device)
+    mask_1 = torch.zeros_like(x)
+    mask_1[:, :, vh:vh + s, vw:vw + s] = 1.0
+    norms_window_1 = delta[:, :, vh:vh + s, vw:vw + s].pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
+    vh2, vw2 = _randint(0, h - s, generator, x.device), _randint(0, w - s, generator, x.device)
+    mask_2 = torch.zeros_like(x)
+    mask_2[:, :, vh2:vh2 + s, vw2:vw2 + s] = 1.0
+    norms_image = _l2(delta)
+    norms_windows = _l2(delta * torch.maximum(mask_1, mask_2))
+    new_deltas = _eta(s, generator, x.device).view(1, 1, s, s) * _signs((n, c, 1, 1), generator, x.device, x.dtype)
+    new_deltas = new_deltas + delta[:, :, vh:vh + s, vw:vw + s] / (norms_window_1 + 1e-12)
+    new_deltas = new_deltas / new_deltas.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+    # The budget left (eps^2 - |delta|^2, spread over channels) plus what the two windows held.
+    new_deltas = new_deltas * ((eps ** 2 - norms_image ** 2).clamp_min(0) / c + norms_windows ** 2).sqrt()
+    delta[:, :, vh2:vh2 + s, vw2:vw2 + s] = 0.0
+    delta[:, :, vh:vh + s, vw:vw + s] = new_deltas
+    return x + delta / (_l2(delta) + 1e-12) * eps
+
+
+_NORM_STEPS = {"linf": _NormSteps(_init_linf, _propose_linf), "l2": _NormSteps(_init_l2, _propose_l2)}
+
+
+def _random_search(margin_fn: MarginFn, x: Tensor, eps: float, n_queries: int, p_init: float, lo: float,
+                   hi: float, generator: torch.Generator | None, steps: _NormSteps) -> tuple[Tensor, Tensor]:
+    """The query loop of Alg. 1 for one restart, the same for both norms.
+
+    Each iteration draws one window for all still-robust samples, queries them once and keeps a
+    candidate only where it lowers the margin; samples with margin <= 0 are no longer queried.
+
+    Args:
+        margin_fn: ``(points, index) -> margin`` of ``points`` for the samples ``x[index]``.
+        x: clean inputs ``(B, C, H, W)``.
+        eps: radius.
+        n_queries: iterations after the initial query.
+        p_init: initial fraction of features changed (see :func:`p_selection`).
+        lo: lower bound of valid inputs.
+        hi: upper bound of valid inputs.
+        generator: the only source of randomness.
+        steps: the norm's initialisation and proposal.
+
+    Returns:
+        The lowest-margin point per sample (the first fooling one once fooled) and its margin.
+    """
+    x_best = steps.init(x, eps, generator).clamp(lo, hi)
+    margin_min = margin_fn(x_best, torch.arange(x.shape[0], device=x.device))
     for i in range(n_queries):
         todo = (margin_min > 0).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
-        x_curr, x_best_curr = x[todo], x_best[todo]
-        delta_curr = x_best_curr - x_curr
         p = p_selection(p_init, i, n_queries)
-        s = max(int(round(math.sqrt(p * n_features / c))), 3)
-        if s % 2 == 0:
-            s += 1
-        s = min(s, h if h % 2 else h - 1)
-        vh, vw = _randint(0, h - s, generator, device), _randint(0, w - s, generator, device)
-        mask_1 = torch.zeros_like(x_curr)
-        mask_1[:, :, vh:vh + s, vw:vw + s] = 1.0
-        norms_window_1 = delta_curr[:, :, vh:vh + s, vw:vw + s].pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
-        vh2, vw2 = _randint(0, h - s, generator, device), _randint(0, w - s, generator, device)
-        mask_2 = torch.zeros_like(x_curr)
-        mask_2[:, :, vh2:vh2 + s, vw2:vw2 + s] = 1.0
-        norms_image = _l2(delta_curr)
-        norms_windows = _l2(delta_curr * torch.maximum(mask_1, mask_2))
-        new_deltas = _eta(s, generator, device).view(1, 1, s, s) * _signs((todo.numel(), c, 1, 1), generator,
-                                                                         device, dtype)
-        new_deltas = new_deltas + delta_curr[:, :, vh:vh + s, vw:vw + s] / (norms_window_1 + 1e-12)
-        new_deltas = new_deltas / new_deltas.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
-        new_deltas = new_deltas * ((eps ** 2 - norms_image ** 2).clamp_min(0) / c + norms_windows ** 2).sqrt()
-        delta_curr[:, :, vh2:vh2 + s, vw2:vw2 + s] = 0.0
-        delta_curr[:, :, vh:vh + s, vw:vw + s] = new_deltas
-        x_new = (x_curr + delta_curr / (_l2(delta_curr) + 1e-12) * eps).clamp(lo, hi)
+        x_new = steps.propose(x[todo], x_best[todo], eps, p, generator).clamp(lo, hi)
         m = margin_fn(x_new, todo)
         improved = m < margin_min[todo]
         margin_min[todo[improved]] = m[improved]
@@ -227,7 +273,7 @@ def square_attack(
         x_adv = x.clone()
         margin_clean = margin(logits_fn(x), target)
         todo = (margin_clean > 0).nonzero().squeeze(1)
-        run = _run_linf if norm == "linf" else _run_l2
+        steps = _NORM_STEPS[norm]
         for _ in range(n_restarts):
             if todo.numel() == 0:
                 break
@@ -236,7 +282,7 @@ def square_attack(
             def margin_fn(points: Tensor, index: Tensor, t=t_sub) -> Tensor:
                 return margin(logits_fn(points), t[index])
 
-            x_run, m_run = run(margin_fn, x_sub, float(eps), n_queries, p_init, lo, hi, generator)
+            x_run, m_run = _random_search(margin_fn, x_sub, float(eps), n_queries, p_init, lo, hi, generator, steps)
             # Keep the lowest-margin point of all restarts for the samples still robust.
             x_adv[todo] = x_run
             todo = todo[m_run > 0]

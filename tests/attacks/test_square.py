@@ -34,6 +34,22 @@ def test_square_stays_in_budget_and_fools_the_model(model_and_batch, norm, eps):
     assert _accuracy(model, x_adv, y) < _accuracy(model, x, y) - 0.3
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_attacks_images_taller_than_wide(model_and_batch, norm):
+    """L2 used to cap its window by the height only and crashed on h > w."""
+    model, x, y = model_and_batch
+    x_tall = x[:16, :, :, 2:14]
+    eps = 0.1 if norm == "linf" else 1.0
+    x_adv = square_attack(model, x_tall, y[:16], eps=eps, norm=norm, n_queries=30,
+                          generator=torch.Generator().manual_seed(0))
+    delta = (x_adv - x_tall).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert x_adv.shape == x_tall.shape
+    assert size.max().item() <= eps * (1 + 1e-4)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not torch.equal(x_adv, x_tall)
+
+
 def test_square_uses_no_gradients_and_is_reproducible(model_and_batch):
     model, x, y = model_and_batch
     calls = []
