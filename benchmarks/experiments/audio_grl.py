@@ -103,7 +103,8 @@ class _DomainHeadsAdam:
         params = list(params)
         rest = [p for p in params if id(p) not in head_ids]
         heads = [p for p in params if id(p) in head_ids]
-        return torch.optim.Adam([{"params": rest}, {"params": heads, "lr": self.lr * self.multiplier}], lr=self.lr)
+        groups: list[dict[str, Any]] = [{"params": rest}, {"params": heads, "lr": self.lr * self.multiplier}]
+        return torch.optim.Adam(groups, lr=self.lr)
 
 
 def _run(root: str | Path, seed: int, adversarial: bool, data_seed: int, cfg: dict[str, Any]) -> dict[str, float]:
