@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from benchmarks.experiments.audio_grl import run_spurious_cue_experiment
+from benchmarks.experiments.audio_grl import _DomainHeadsAdam, run_spurious_cue_experiment
 from robust_lightning.datamodules.audio_quality import (
     ASPECTS,
     AudioQualityCSVDataModule,
@@ -222,6 +222,28 @@ def test_grl_forgets_the_corpus_cue_and_generalises_better(tmp_path: Path, singl
         assert grl["srcc"] > control["srcc"] + 0.03, (seed, control, grl)
         probe_drops.append(control["probe_acc"] - grl["probe_acc"])
     assert sum(probe_drops) / len(probe_drops) > 0.05, probe_drops
+
+
+@pytest.mark.parametrize(("setting", "message"), [({"corpus_heads": 0}, "corpus_heads"),
+                                                   ({"domain_lr_multiplier": 0.0}, "domain_lr_multiplier")])
+def test_experiment_rejects_bad_tuning_settings(tmp_path: Path, setting: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_spurious_cue_experiment(tmp_path, 0, adversarial=True, **setting)
+
+
+def test_domain_heads_adam_puts_the_heads_in_their_own_group() -> None:
+    model = AudioQualityGRL(feature_shape=[8, 60], domains=[{"strategy": "corpus", "num_domains": 3},
+                                                            {"strategy": "corpus", "name": "corpus_1", "num_domains": 3}])
+    factory = _DomainHeadsAdam(lr=1e-3, multiplier=3.0)
+    with pytest.raises(RuntimeError, match="model must be set"):
+        factory(model.optimizer_parameters())
+    factory.model = model
+    optimizer = factory(model.optimizer_parameters())
+    assert model.net is not None
+    rest, heads = optimizer.param_groups
+    assert {id(p) for p in heads["params"]} == {id(p) for p in model.net.domain_heads.parameters()}
+    assert len(rest["params"]) + len(heads["params"]) == len(model.optimizer_parameters())
+    assert rest["lr"] == pytest.approx(1e-3) and heads["lr"] == pytest.approx(3e-3)
 
 
 def test_training_loss_combines_weighted_domain_heads() -> None:
