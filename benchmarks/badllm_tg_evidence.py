@@ -13,6 +13,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --seeds 0 1 2 3 4 5 6 7 8 9
     OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --seeds 0 1 2 3 4 5 6 7 8 9 --defense-ratio 0 \\
         --out benchmarks/results/badllm_tg_clean_finetune_control.json   # the control
+    OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --attacks addsent --seeds 0 2 5 \
+        --out benchmarks/results/badllm_tg_addsent_variants.json --variant NAME --set lr=0.002  # a variant
 
 Writes ``benchmarks/results/badllm_tg_evidence.json`` and prints a Markdown table.
 """
