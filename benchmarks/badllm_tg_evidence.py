@@ -13,6 +13,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --seeds 0 1 2 3 4 5 6 7 8 9
     OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --seeds 0 1 2 3 4 5 6 7 8 9 --defense-ratio 0 \\
         --out benchmarks/results/badllm_tg_clean_finetune_control.json   # the control
+    OMP_NUM_THREADS=1 python benchmarks/badllm_tg_evidence.py --attacks addsent --seeds 0 2 5 \
+        --out benchmarks/results/badllm_tg_addsent_variants.json --variant NAME --set lr=0.002  # a variant
 
 Writes ``benchmarks/results/badllm_tg_evidence.json`` and prints a Markdown table.
 """
@@ -24,6 +26,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from _settings import parse_settings
 
 from benchmarks.experiments.badllm_tg import DEFENSE_EPOCHS, DEFENSE_KWARGS, run_badllm_tg
 
@@ -52,6 +56,12 @@ def main() -> None:
                         help="keep_clean=False: triggered samples replace their clean originals (ablation)")
     parser.add_argument("--text-keyed-pool", action="store_true",
                         help="pool_by_victim_tokens=False: the pool dedups triggers by text (ablation)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other BackdoorDefense argument of DEFENSE_KWARGS, e.g. --set lr=0.002 "
+                             "--set repeat_triggers=false (applied after the flags above)")
+    parser.add_argument("--variant", default=None,
+                        help="store the runs as this named variant in --out, next to the variants already there "
+                             "(one JSON of several variants, e.g. benchmarks/results/badllm_tg_variants.json)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "badllm_tg_evidence.json"))
     args = parser.parse_args()
     kwargs = {**DEFENSE_KWARGS, "max_words": args.max_words, "num_candidates": args.num_candidates,
@@ -59,6 +69,8 @@ def main() -> None:
               "generator_vocab_size": args.generator_vocab_size, "max_triggers_per_sample": args.max_triggers,
               "pool_temperature": args.pool_temperature, "keep_clean": not args.replace,
               "defense_ratio": args.defense_ratio, "pool_by_victim_tokens": not args.text_keyed_pool}
+    settable = {k: v for k, v in DEFENSE_KWARGS.items() if isinstance(v, (bool, int, float, str)) or v is None}
+    kwargs.update(parse_settings(args.set, settable))
     runs = []
     for attack in args.attacks:
         for seed in args.seeds:
@@ -66,8 +78,13 @@ def main() -> None:
             run = run_badllm_tg(attack, seed, defense_epochs=args.rounds, defense_kwargs=kwargs)
             runs.append({**run, "seconds": round(time.perf_counter() - start, 1)})
             print(json.dumps({k: run[k] for k in ("attack", "seed", "before", "after")}), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({**kwargs, "rounds": args.rounds, "runs": runs}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {**kwargs, "rounds": args.rounds, "runs": runs}
+    if args.variant is not None:
+        variants = json.loads(out.read_text())["variants"] if out.exists() else {}
+        record = {"variants": {**variants, args.variant: record}}
+    out.write_text(json.dumps(record, indent=1))
     print("| attack | seed | CACC before | ASR before | CACC after | ASR after | ASR reduction |")
     print("|---|---|---|---|---|---|---|")
     for r in runs:

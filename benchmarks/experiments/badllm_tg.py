@@ -27,11 +27,15 @@ TINY_GPT2: dict[str, Any] = {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "
 #: generator writes characters (vocabulary from the defender's clean text), at most 2 per
 #: trigger; each of the 10 updates per round scores 32 policy samples and 32 samples of the
 #: initial policy (exploration, pool only) on 16 training texts; every clean sample gets a
-#: triggered copy (``defense_ratio=1``) carrying 1-2 pooled triggers.
+#: triggered copy (``defense_ratio=1``) carrying 1-3 pooled triggers, drawn with replacement
+#: (``repeat_triggers``); the victim's word embeddings stay fixed (``freeze_word_embeddings``)
+#: and the rest is fine-tuned at ``lr=3e-3``.
 DEFENSE_KWARGS: dict[str, Any] = {"generator_config": TINY_GPT2, "generator_vocab_size": None, "max_words": 2,
                                   "generation_steps": 10, "num_candidates": 32, "num_explore": 32,
-                                  "reward_samples": 16, "defense_ratio": 1.0, "max_triggers_per_sample": 2,
-                                  "pool_temperature": 0.02, "keep_clean": True, "pool_by_victim_tokens": True}
+                                  "reward_samples": 16, "defense_ratio": 1.0, "max_triggers_per_sample": 3,
+                                  "pool_temperature": 0.02, "keep_clean": True, "pool_by_victim_tokens": True,
+                                  "freeze_word_embeddings": True, "repeat_triggers": True, "phrase_triggers": False,
+                                  "rescore_pool": False, "lr": 3e-3}
 DEFENSE_EPOCHS = 10
 
 

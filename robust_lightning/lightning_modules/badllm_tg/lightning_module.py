@@ -232,18 +232,38 @@ class BackdoorDefense(TextClassifier):
             sentiment words) rarely reach ``R ~ 0``, backdoor fragments do.
         defense_ratio: Fraction of training samples given a pooled trigger (true label kept);
             ``0`` is clean fine-tuning (the control), and the generator rounds are then skipped.
-        max_triggers_per_sample: A triggered sample carries ``k ~ U{1..max}`` distinct pooled
-            triggers, each at its own random position (our reading): a sentence-level backdoor
-            (AddSent) is found only in fragments (``3d``, ``watch``), and the victim still
-            responds to the fragments together after learning to ignore each alone.
+        max_triggers_per_sample: A triggered sample carries ``k ~ U{1..max}`` pooled triggers
+            (default 3), each at its own random position (our reading): a sentence-level
+            backdoor (AddSent) is found only in fragments, and the victim still responds to
+            several fragments together after learning to ignore each alone.
         keep_clean: ``True`` (our reading of "mixed with clean data"): the triggered samples are
             copies added next to their clean originals, so each batch keeps its full clean
             loss and the cues that pooled triggers share with the task (sentiment words) are not
             unlearned; ``False`` replaces the originals.
+        freeze_word_embeddings: ``True`` (default; our reading, the paper does not say which
+            weights it fine-tunes): the victim's word embeddings stay fixed during fine-tuning.
+            A backdoor trained into several words moves their embeddings along a shared
+            direction; with the embeddings fixed, the fine-tuning cannot just rewrite the
+            embedding of the one fragment the pool found and has to learn to ignore that
+            direction in the layers above, which also covers fragments the search missed.
+            ``False`` fine-tunes every weight.
+        repeat_triggers: ``True`` (default; our reading): the pooled triggers of one copy are
+            drawn with replacement, so a copy can carry the same fragment two or three times. A
+            sentence trigger adds several backdoor words whose effects sum, and a victim that
+            learned to ignore one copy of a fragment still responds to the sum; repeated
+            fragments train the sum away too. ``False`` draws distinct triggers.
+        phrase_triggers: ``False`` (default): each pooled trigger of a copy goes to its own
+            random position; ``True``: they are joined into one phrase at one position (as
+            AddSent inserts a sentence). Tried, not adopted (method README, "What we tried").
+        rescore_pool: ``False`` (default): a pooled trigger keeps the best reward it was ever
+            scored with; ``True``: at the start of each round every pooled trigger is scored
+            again against the current (partly defended) victim, so the draws favour the
+            triggers that still work. Tried, not adopted (method README, "What we tried").
         seed: Seed of sampling, reward texts and insertions.
         num_labels: See :class:`TextClassifier`.
         target_label: See :class:`TextClassifier` (ASR only; never used by the defence).
-        lr: See :class:`TextClassifier`.
+        lr: AdamW learning rate of the fine-tuning (default 3e-3, our reading; with the word
+            embeddings fixed, 2e-3 left AddSent unhalved on more seeds, see the README).
         weight_decay: See :class:`TextClassifier`.
         max_length: See :class:`TextClassifier`.
         export_dir: See :class:`TextClassifier` (the defended model).
@@ -270,12 +290,16 @@ class BackdoorDefense(TextClassifier):
         pool_by_victim_tokens: bool = True,
         pool_temperature: float = 0.02,
         defense_ratio: float = 1.0,
-        max_triggers_per_sample: int = 2,
+        max_triggers_per_sample: int = 3,
         keep_clean: bool = True,
+        freeze_word_embeddings: bool = True,
+        repeat_triggers: bool = True,
+        phrase_triggers: bool = False,
+        rescore_pool: bool = False,
         seed: int = 0,
         num_labels: int | None = None,
         target_label: int | None = None,
-        lr: float = 2e-3,
+        lr: float = 3e-3,
         weight_decay: float = 0.01,
         max_length: int = 64,
         export_dir: str | None = None,
@@ -292,6 +316,10 @@ class BackdoorDefense(TextClassifier):
         check_positive("pool_temperature", pool_temperature)
         check_probability("defense_ratio", defense_ratio)
         check_bool("keep_clean", keep_clean)
+        check_bool("freeze_word_embeddings", freeze_word_embeddings)
+        check_bool("repeat_triggers", repeat_triggers)
+        check_bool("phrase_triggers", phrase_triggers)
+        check_bool("rescore_pool", rescore_pool)
         check_bool("pool_by_victim_tokens", pool_by_victim_tokens)
         check_positive("generator_lr", generator_lr)
         super().__init__(victim_path, victim_config, num_labels, target_label, lr, weight_decay, max_length, export_dir)
@@ -315,6 +343,10 @@ class BackdoorDefense(TextClassifier):
         self.defense_ratio = defense_ratio
         self.max_triggers_per_sample = max_triggers_per_sample
         self.keep_clean = keep_clean
+        self.freeze_word_embeddings = freeze_word_embeddings
+        self.repeat_triggers = repeat_triggers
+        self.phrase_triggers = phrase_triggers
+        self.rescore_pool = rescore_pool
         self.seed = seed
         self.generator: TriggerGenerator | None = None
         self._generator_optimizer: torch.optim.Optimizer | None = None
@@ -375,6 +407,11 @@ class BackdoorDefense(TextClassifier):
         self.model.eval()
         self.generator.to(self.device).train()
         history = []
+        pool = self.generator.pool
+        if self.rescore_pool and pool.items:
+            texts, labels = self._reward_texts()
+            pool.rescore(trigger_reward(self.model, self.tokenizer, texts, labels, pool.triggers,
+                                        self.reward_target, self._rng, self.max_length).tolist())
         with torch.inference_mode(False), torch.enable_grad():
             for _ in range(self.generation_steps):
                 texts, labels = self._reward_texts()
@@ -406,11 +443,15 @@ class BackdoorDefense(TextClassifier):
                                  data=[[self.current_epoch, t, r] for r, t in pool.items])
 
     def triggered(self, text: str) -> str:
-        """``text`` with 1-``max_triggers_per_sample`` distinct pooled triggers, each at its own
-        random word position (unchanged while the pool is empty).
+        """``text`` with 1-``max_triggers_per_sample`` pooled triggers (distinct unless
+        ``repeat_triggers``), each at its own random word position or, with ``phrase_triggers``,
+        joined at one (unchanged while the pool is empty).
         """
         k = self._rng.randint(1, self.max_triggers_per_sample)
-        for trigger in self.generator.pool.draw(self._rng, self.pool_temperature, k):
+        drawn = self.generator.pool.draw(self._rng, self.pool_temperature, k, self.repeat_triggers)
+        if self.phrase_triggers:
+            return insert_trigger(text, " ".join(drawn), self._rng) if drawn else text
+        for trigger in drawn:
             text = insert_trigger(text, trigger, self._rng)
         return text
 
@@ -431,6 +472,14 @@ class BackdoorDefense(TextClassifier):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log("train/acc", (logits.argmax(1) == labels).float().mean(), batch_size=len(labels))
         return loss
+
+    @override
+    def optimizer_parameters(self) -> Any:
+        """The victim's parameters, less its word embeddings with ``freeze_word_embeddings``."""
+        if not self.freeze_word_embeddings:
+            return self.model.parameters()
+        frozen = {id(p) for p in self.model.get_input_embeddings().parameters()}
+        return [p for p in self.model.parameters() if id(p) not in frozen]
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -174,16 +174,19 @@ class ReplayPool:
                     best[k] = (float(r), t)
         self.items = sorted(best.values(), reverse=True)[: self.capacity]
 
-    def draw(self, rng: random.Random, temperature: float, k: int = 1) -> list[str]:
-        """Up to ``k`` distinct pooled triggers, each drawn with probability ``softmax(reward / T)``.
+    def draw(self, rng: random.Random, temperature: float, k: int = 1, replace: bool = False) -> list[str]:
+        """Up to ``k`` pooled triggers, each drawn with probability ``softmax(reward / T)``.
 
-        Drawn one by one without replacement (renormalised over the rest), so one sample can
-        carry several different fragments of a trigger that the pool only holds in parts.
+        Drawn one by one, by default without replacement (renormalised over the rest), so one
+        sample can carry several different fragments of a trigger that the pool only holds in
+        parts; with ``replace=True`` a trigger can be drawn again, so one sample can also carry
+        the same fragment several times.
 
         Args:
             rng: Source of the draws.
             temperature: ``T > 0``; small values concentrate the draws on the best triggers.
-            k: Number of triggers (fewer if the pool is smaller).
+            k: Number of triggers (fewer if the pool is smaller and ``replace`` is off).
+            replace: Draw with replacement.
 
         Returns:
             The drawn triggers (empty if the pool is empty).
@@ -197,8 +200,19 @@ class ReplayPool:
             top = max(r for r, _ in rest)
             # Shifted by the best remaining reward: that weight is 1, so the total never underflows.
             weights = [math.exp((r - top) / temperature) for r, _ in rest]
-            out.append(rest.pop(rng.choices(range(len(rest)), weights)[0])[1])
+            index = rng.choices(range(len(rest)), weights)[0]
+            out.append(rest[index][1] if replace else rest.pop(index)[1])
         return out
+
+    def rescore(self, rewards: Sequence[float]) -> None:
+        """Replace the pooled rewards (one per item, in order) with ``rewards`` and re-rank.
+
+        Raises:
+            ValueError: ``rewards`` does not have one value per pooled trigger.
+        """
+        if len(rewards) != len(self.items):
+            raise ValueError(f"rescore needs one reward per pooled trigger ({len(self.items)}), got {len(rewards)}")
+        self.items = sorted(((float(r), t) for r, (_, t) in zip(rewards, self.items, strict=True)), reverse=True)
 
     @property
     def triggers(self) -> list[str]:

@@ -42,6 +42,9 @@ def test_bad_arguments() -> None:
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, keep_clean="yes")
     with pytest.raises(TypeError, match="pool_by_victim_tokens"):
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, pool_by_victim_tokens=1)
+    for flag in ("freeze_word_embeddings", "repeat_triggers", "phrase_triggers"):
+        with pytest.raises(TypeError, match=flag):
+            BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, **{flag: 1})
 
 
 class _Trainer:
@@ -56,7 +59,8 @@ def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: boo
     data = TextBackdoorDataModule(num_samples=100, batch_size=8)
     data.setup()
     defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, defense_ratio=1.0,
-                              max_triggers_per_sample=3, keep_clean=keep_clean, pool_temperature=10.0,
+                              max_triggers_per_sample=3, repeat_triggers=False, keep_clean=keep_clean,
+                              pool_temperature=10.0,
                               pool_by_victim_tokens=False)  # this clean corpus' tokenizer reads cf, mn, bb as [UNK]
     defense._trainer = _Trainer(data)  # type: ignore[assignment]
     defense.setup("fit")
@@ -85,6 +89,41 @@ def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: boo
             assert sorted(w for w in triggered.split() if w not in added) == sorted(clean.split())
             counts.append(len(added))
     assert {1, 2, 3} <= set(counts)
+
+
+@pytest.mark.parametrize("phrase_triggers", [False, True])
+def test_repeated_triggers_go_to_own_positions_or_into_one_phrase(phrase_triggers: bool) -> None:
+    data = TextBackdoorDataModule(num_samples=100, batch_size=8)
+    data.setup()
+    defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, max_triggers_per_sample=3,
+                              repeat_triggers=True, phrase_triggers=phrase_triggers)
+    defense._trainer = _Trainer(data)  # type: ignore[assignment]
+    defense.setup("fit")
+    defense.generator.pool.add(["cf", "mn"], [0.0, -1.0])  # T = 0.02: 'mn' has weight e^-50
+    clean = "the plot was dull and boring and rather weak to me"
+    counts, runs = set(), set()
+    for _ in range(50):
+        words = defense.triggered(clean).split()
+        assert [w for w in words if w != "cf"] == clean.split()
+        counts.add(words.count("cf"))
+        positions = [i for i, w in enumerate(words) if w == "cf"]
+        runs.add(positions == list(range(positions[0], positions[0] + len(positions))))
+    assert counts == {1, 2, 3}  # the one strong trigger, up to three times
+    assert runs == ({True} if phrase_triggers else {True, False})  # phrase: always contiguous
+
+
+def test_frozen_word_embeddings_are_not_optimised() -> None:
+    defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, freeze_word_embeddings=True)
+    data = TextBackdoorDataModule(num_samples=100, batch_size=8)
+    data.setup()
+    defense._trainer = _Trainer(data)  # type: ignore[assignment]
+    defense.setup("fit")
+    embeddings = defense.model.get_input_embeddings().weight
+    optimised = {id(p) for p in defense.optimizer_parameters()}
+    assert id(embeddings) not in optimised
+    assert optimised == {id(p) for p in defense.model.parameters()} - {id(embeddings)}
+    defense.freeze_word_embeddings = False
+    assert id(embeddings) in {id(p) for p in defense.optimizer_parameters()}
 
 
 def test_victim_fits_exports_and_defense_loads_it(tmp_path: Path) -> None:

@@ -128,6 +128,25 @@ def test_replay_pool_draw_distinct_by_reward() -> None:
         pool.draw(rng, 0.1, 0)
 
 
+def test_replay_pool_rescore_reranks_by_the_new_rewards() -> None:
+    pool = ReplayPool(capacity=4)
+    pool.add(["a", "b", "c"], [0.0, -1.0, -2.0])
+    pool.rescore([-3.0, -0.5, -1.0])  # in the pool's order: a, b, c
+    assert pool.items == [(-0.5, "b"), (-1.0, "c"), (-3.0, "a")]
+    with pytest.raises(ValueError, match="one reward per pooled trigger"):
+        pool.rescore([0.0])
+
+
+def test_replay_pool_draw_with_replacement_repeats_the_best() -> None:
+    pool = ReplayPool(capacity=4)
+    pool.add(["best", "bad"], [0.0, -1.0])
+    rng = random.Random(0)
+    assert pool.draw(rng, 0.02, 3, replace=True) == ["best"] * 3  # k is not capped by the pool size
+    draws = [pool.draw(rng, 1e3, 2, replace=True) for _ in range(200)]
+    assert all(len(d) == 2 for d in draws)
+    assert any(d[0] == d[1] for d in draws) and any(d[0] != d[1] for d in draws)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         build_hf_model("causal_lm")
