@@ -32,8 +32,7 @@ from typing_extensions import override
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._seed_sweep import parse_seed_sweep_args, write_results
-from benchmarks.experiments.sia import ALIGN_ARMS, ALIGN_MODEL, _trainer
-from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule
+from benchmarks.experiments.sia import fit_alignment
 
 
 class _AdversarialLossTrace(pl.Callback):
@@ -53,14 +52,8 @@ class _AdversarialLossTrace(pl.Callback):
 def run_seed(seed: int) -> dict[str, Any]:
     """Train the adversarial arm for ``seed`` and attack each wrapper's harmful prompts."""
     start = time.perf_counter()
-    # The same construction, in the same order, as experiments.sia.run_alignment(seed, "adversarial").
-    pl.seed_everything(seed, verbose=False)
-    dm = SIADataModule(stage="align", data_seed=seed, num_products=10, batch_size=32)
-    module = SIAAlign(model_config=ALIGN_MODEL, adv_eps=0.3, adv_alpha=0.5, adv_steps=5, eval_steps=10, lr=5e-3,
-                      seed=seed, **ALIGN_ARMS["adversarial"])
     trace = _AdversarialLossTrace()
-    trainer = _trainer(20, check_val_every_n_epoch=20, callbacks=[trace])
-    trainer.fit(module, datamodule=dm)
+    trainer, module, dm = fit_alignment(seed, "adversarial", callbacks=[trace])
     validation = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
                   if k.startswith("val/")}
     assert dm.data is not None

@@ -24,7 +24,8 @@ import torch
 
 from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule, SIAInject
 
-__all__ = ["ALIGN_ARMS", "ALIGN_MODEL", "INJECT_MODEL", "drop_heldout_facts", "run_alignment", "run_injection"]
+__all__ = ["ALIGN_ARMS", "ALIGN_MODEL", "INJECT_MODEL", "drop_heldout_facts", "fit_alignment", "run_alignment",
+           "run_injection"]
 
 _LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64}
@@ -88,6 +89,24 @@ def run_injection(seed: int, facts: bool = True, max_steps: int | None = None) -
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def fit_alignment(seed: int, arm: str, callbacks: list[pl.Callback] | None = None,
+                  ) -> tuple[pl.Trainer, SIAAlign, SIADataModule]:
+    """Train one alignment run of ``arm`` (a key of :data:`ALIGN_ARMS`) and return its parts.
+
+    ``callbacks`` only observe the run (e.g. record a logged value); the trained module, its
+    datamodule and the trainer are returned for further evaluation.
+    """
+    if arm not in ALIGN_ARMS:
+        raise ValueError(f"arm must be one of {sorted(ALIGN_ARMS)}, got {arm!r}")
+    pl.seed_everything(seed, verbose=False)
+    dm = SIADataModule(stage="align", data_seed=seed, num_products=10, batch_size=32)
+    module = SIAAlign(model_config=ALIGN_MODEL, adv_eps=0.3, adv_alpha=0.5, adv_steps=5, eval_steps=10, lr=5e-3,
+                      seed=seed, **ALIGN_ARMS[arm])
+    trainer = _trainer(20, check_val_every_n_epoch=20, callbacks=callbacks)
+    trainer.fit(module, datamodule=dm)
+    return trainer, module, dm
+
+
 def run_alignment(seed: int, arm: str) -> dict[str, Any]:
     """One alignment run of ``arm`` (a key of :data:`ALIGN_ARMS`); the last validation's metrics.
 
@@ -95,15 +114,8 @@ def run_alignment(seed: int, arm: str) -> dict[str, Any]:
         ``qa_em``, ``refusal``, ``robust_refusal`` (embedding PGD-10), ``robust_refusal_suffix``,
         ``over_refusal`` and ``seconds``.
     """
-    if arm not in ALIGN_ARMS:
-        raise ValueError(f"arm must be one of {sorted(ALIGN_ARMS)}, got {arm!r}")
     start = time.perf_counter()
-    pl.seed_everything(seed, verbose=False)
-    dm = SIADataModule(stage="align", data_seed=seed, num_products=10, batch_size=32)
-    module = SIAAlign(model_config=ALIGN_MODEL, adv_eps=0.3, adv_alpha=0.5, adv_steps=5, eval_steps=10, lr=5e-3,
-                      seed=seed, **ALIGN_ARMS[arm])
-    trainer = _trainer(20, check_val_every_n_epoch=20)
-    trainer.fit(module, datamodule=dm)
+    trainer, _, _ = fit_alignment(seed, arm)
     out: dict[str, Any] = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
                            if k.startswith("val/")}
     out["seconds"] = round(time.perf_counter() - start, 1)
