@@ -112,14 +112,25 @@ __all__ = [
 ]
 
 
+def _relative_ids(paths: Sequence[Path]) -> list[str]:
+    """Each path relative to the deepest folder common to all of them, in POSIX form."""
+    if not paths:
+        return []
+    absolute = [p.absolute() for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    return [p.relative_to(root).as_posix() for p in absolute]
+
+
 class AudioQualityDataset(Dataset[dict[str, Any]]):
     """Mono clips of fixed length (or their precomputed features) with scores and domain ids.
 
     Each item is a dict: ``waveform`` float32 ``(clip_samples,)`` in ``[-1, 1]`` and ``length``
     (real samples before zero padding) -- or, with ``features_dir``, ``features`` float32
     ``(C, T)`` -- plus ``scores`` float32 ``(num_aspects,)``, ``corpus``, ``content_type``,
-    ``system`` (int64 ids) and ``key``: a string naming the file (path, size, modification time)
-    and the decoding (sample rate, clip length) that feature caches use.
+    ``system`` (int64 ids), ``key``: a string naming the file (path, size, modification time)
+    and the decoding (sample rate, clip length) that feature caches use, and ``clip_id``: the audio
+    file's path relative to the folder that holds every clip of the dataset, which stays the same
+    when the data is copied, moved or touched (what seeded groupings hash).
 
     Precomputed features follow the released domainGRL layout (``dataset/dataset_AES.py``,
     ``_load_features``): one file per clip named after the audio file's stem, ``.npy`` there,
@@ -169,6 +180,7 @@ class AudioQualityDataset(Dataset[dict[str, Any]]):
             self.keys = [self._key(p) for p in self.feature_paths]
         else:
             self.keys = [self._key(r.path) for r in self.records]
+        self.clip_ids = _relative_ids([r.path for r in self.records])
         self._cache: list[tuple[Tensor, int]] | None = None
         if preload:
             self._cache = [self._load(i) for i in range(len(self.records))]
@@ -241,6 +253,7 @@ class AudioQualityDataset(Dataset[dict[str, Any]]):
             "content_type": self.content_type[index],
             "system": self.system[index],
             "key": self.keys[index],
+            "clip_id": self.clip_ids[index],
         }
 
 

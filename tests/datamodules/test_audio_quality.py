@@ -4,6 +4,7 @@ AudioMOS track 2 list loaders and precomputed features."""
 from __future__ import annotations
 
 import csv
+import shutil
 import struct
 import warnings
 from pathlib import Path
@@ -151,6 +152,22 @@ def test_spurious_cue_datamodule_batches(corpus: Path) -> None:
     assert batch["waveform"].abs().max() <= 1.0
     assert batch["scores"].shape == (16, 4) and batch["corpus"].dtype == torch.int64
     assert len(batch["key"]) == 16 and len(set(batch["key"])) == 16
+    assert len(set(batch["clip_id"])) == 16 and all(not Path(c).is_absolute() for c in batch["clip_id"])
+
+
+def test_clip_ids_survive_copying_the_corpus(corpus: Path, tmp_path: Path) -> None:
+    """Seeded groupings hash ``clip_id``: a copy elsewhere, with new mtimes, must keep every id."""
+    copy = tmp_path / "moved"
+    shutil.copytree(corpus, copy, copy_function=shutil.copyfile)  # copyfile: fresh mtimes
+    ids, keys = [], []
+    for root in (corpus, copy):
+        dm = SpuriousCueSpeechDataModule(root=str(root), n_train=60, n_val=8, n_test=60, clip_seconds=1.0,
+                                         batch_size=16)
+        dm.setup("fit")
+        ids.append(dm.datasets["train"].clip_ids)
+        keys.append(dm.datasets["train"].keys)
+    assert ids[0] == ids[1] and len(set(ids[0])) == 60
+    assert not set(keys[0]) & set(keys[1])  # the cache keys do name the location
 
 
 # -- list loaders ------------------------------------------------------------------------------

@@ -333,8 +333,10 @@ class AudioQualityGRL(RobustMethod):
                 labels[name] = batch["content_type"].long()
             elif strategy == "random":
                 # Our reading of their 'random' grouping (a seeded permutation split into equal
-                # parts): a seeded hash of the clip key, stable across epochs, splits and ranks.
-                keys = batch.get("key")
+                # parts): a seeded hash of the clip's id, stable across epochs, splits, ranks and
+                # machines. ``clip_id`` is location-free; the cache ``key`` (absolute path, mtime)
+                # is the fallback for batches from other datasets.
+                keys = batch.get("clip_id", batch.get("key"))
                 if keys is None:
                     continue
                 labels[name] = torch.tensor(
