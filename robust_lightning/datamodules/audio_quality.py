@@ -128,9 +128,10 @@ class AudioQualityDataset(Dataset[dict[str, Any]]):
     (real samples before zero padding) -- or, with ``features_dir``, ``features`` float32
     ``(C, T)`` -- plus ``scores`` float32 ``(num_aspects,)``, ``corpus``, ``content_type``,
     ``system`` (int64 ids), ``key``: a string naming the file (path, size, modification time)
-    and the decoding (sample rate, clip length) that feature caches use, and ``clip_id``: the audio
-    file's path relative to the folder that holds every clip of the dataset, which stays the same
-    when the data is copied, moved or touched (what seeded groupings hash).
+    and the decoding (sample rate, clip length) that feature caches use, and ``clip_id``: the
+    record's ``sample_id`` (the list file's identifier) or, where that is empty, the audio file's
+    path under the folder holding every clip; it stays the same when the data is copied, moved
+    or touched, which is what seeded groupings hash.
 
     Precomputed features follow the released domainGRL layout (``dataset/dataset_AES.py``,
     ``_load_features``): one file per clip named after the audio file's stem, ``.npy`` there,
@@ -180,7 +181,8 @@ class AudioQualityDataset(Dataset[dict[str, Any]]):
             self.keys = [self._key(p) for p in self.feature_paths]
         else:
             self.keys = [self._key(r.path) for r in self.records]
-        self.clip_ids = _relative_ids([r.path for r in self.records])
+        self.clip_ids = [r.sample_id or relative
+                         for r, relative in zip(self.records, _relative_ids([r.path for r in self.records]), strict=True)]
         self._cache: list[tuple[Tensor, int]] | None = None
         if preload:
             self._cache = [self._load(i) for i in range(len(self.records))]

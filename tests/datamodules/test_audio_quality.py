@@ -18,6 +18,8 @@ from robust_lightning.datamodules.audio_quality import (
     AUDIOMOS_COLUMNS,
     AudioMOSTrack2DataModule,
     AudioQualityCSVDataModule,
+    AudioQualityDataset,
+    AudioRecord,
     SpuriousCueSpeechDataModule,
     add_noise_at_snr,
     band_limit,
@@ -168,6 +170,12 @@ def test_clip_ids_survive_copying_the_corpus(corpus: Path, tmp_path: Path) -> No
         keys.append(dm.datasets["train"].keys)
     assert ids[0] == ids[1] and len(set(ids[0])) == 60
     assert not set(keys[0]) & set(keys[1])  # the cache keys do name the location
+    assert ids[0][0] == "train_0000"  # the list file's sample_id
+    # Records without a sample_id fall back to their path under the clips' common folder.
+    clips = [corpus / "wav" / "train" / "train_0000.wav", corpus / "wav" / "dev" / "dev_0001.wav"]
+    unnamed = AudioQualityDataset([AudioRecord(path=c, scores=(1.0,) * 4) for c in clips], {"default": 0},
+                                  {"default": 0}, sample_rate=SR, clip_samples=SR, preload=False)
+    assert unnamed.clip_ids == ["train/train_0000.wav", "dev/dev_0001.wav"]
 
 
 # -- list loaders ------------------------------------------------------------------------------
