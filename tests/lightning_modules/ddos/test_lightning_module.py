@@ -55,6 +55,7 @@ def _trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
 @pytest.mark.parametrize("network", ["mlp", "cnn"])
 def test_fit_and_test_log_clean_and_attacked_detection_metrics(recipe: str, network: str, data_root: Path,
                                                                tmp_path: Path) -> None:
+    torch.manual_seed(0)  # the network's initial weights, independent of the tests run before
     net = TabularMLP(WIDTH, hidden=(16,)) if network == "mlp" else TabularCNN(WIDTH, channels=(4,), hidden=8)
     model = _model(recipe, net)
     trainer = _trainer(tmp_path)
