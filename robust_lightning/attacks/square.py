@@ -256,7 +256,7 @@ def square_attack(
 
     Returns:
         Adversarial inputs: for fooled samples the first point found, otherwise the point of
-        lowest margin.
+        lowest margin in the last restart.
     """
     lo, hi = _check_bounds(bounds)
     if norm not in ("linf", "l2"):
@@ -283,7 +283,8 @@ def square_attack(
                 return margin(logits_fn(points), t[index])
 
             x_run, m_run = _random_search(margin_fn, x_sub, float(eps), n_queries, p_init, lo, hi, generator, steps)
-            # Keep the lowest-margin point of all restarts for the samples still robust.
+            # Samples still robust take this restart's lowest-margin point (a later restart
+            # replaces it); fooled samples drop out of todo and keep their first fooling point.
             x_adv[todo] = x_run
             todo = todo[m_run > 0]
     return x_adv
