@@ -126,6 +126,11 @@ def run_one(executable: list[str], run: str, seed: int, workdir: Path) -> dict[s
             **read_last_validation(new[0] / "metrics.csv"), "seconds": seconds}
 
 
+def _row_order(row: dict[str, Any]) -> tuple[int, int]:
+    """Rows by seed, then in running order."""
+    return row["seed"], list(RUNS).index(row["run"])
+
+
 def _rate(value: float) -> str:
     # The CSV holds float32 rates (0.525 reads back as 0.52499...): round the exact fraction half up.
     return str(Decimal(str(round(value, 6))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
@@ -135,8 +140,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     """The README's markdown table of ``rows``."""
     columns = ("qa_em", "refusal", "robust_refusal", "robust_refusal_suffix", "over_refusal")
     lines = ["| seed | run | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
-    order = list(RUNS)
-    for r in sorted(rows, key=lambda r: (r["seed"], order.index(r["run"]))):
+    for r in sorted(rows, key=_row_order):
         lines.append(f"| {r['seed']} | {r['run']} | "
                      + " | ".join(_rate(r[c]) if c in r else "-" for c in columns) + " |")
     return "\n".join(lines)
@@ -169,7 +173,7 @@ def main() -> None:
                                  "metrics": "the last validation of each run (CSV logger's metrics.csv)",
                                  "cwd": "one temporary folder per seed; runs/... paths are relative to it",
                                  "cpu": cpu_model()},
-                    "rows": sorted(rows, key=lambda r: (r["seed"], list(RUNS).index(r["run"])))})
+                    "rows": sorted(rows, key=_row_order)})
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

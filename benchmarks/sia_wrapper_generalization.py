@@ -32,7 +32,7 @@ from typing_extensions import override
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._seed_sweep import parse_seed_sweep_args, write_results
-from benchmarks.experiments.sia import fit_alignment
+from benchmarks.experiments.sia import fit_alignment, last_validation
 
 
 class _AdversarialLossTrace(pl.Callback):
@@ -54,8 +54,7 @@ def run_seed(seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     trace = _AdversarialLossTrace()
     trainer, module, dm = fit_alignment(seed, "adversarial", callbacks=[trace])
-    validation = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
-                  if k.startswith("val/")}
+    validation = last_validation(trainer)
     assert dm.data is not None
     bos = dm.tokenizer.bos_token_id
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -24,8 +24,8 @@ import torch
 
 from robust_lightning.lightning_modules.sia import SIAAlign, SIADataModule, SIAInject
 
-__all__ = ["ALIGN_ARMS", "ALIGN_MODEL", "INJECT_MODEL", "drop_heldout_facts", "fit_alignment", "run_alignment",
-           "run_injection"]
+__all__ = ["ALIGN_ARMS", "ALIGN_MODEL", "INJECT_MODEL", "drop_heldout_facts", "fit_alignment", "last_validation",
+           "run_alignment", "run_injection"]
 
 _LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64}
@@ -107,6 +107,11 @@ def fit_alignment(seed: int, arm: str, callbacks: list[pl.Callback] | None = Non
     return trainer, module, dm
 
 
+def last_validation(trainer: pl.Trainer) -> dict[str, float]:
+    """The ``val/*`` metrics of ``trainer``'s last validation, without the ``val/`` prefix."""
+    return {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
 def run_alignment(seed: int, arm: str) -> dict[str, Any]:
     """One alignment run of ``arm`` (a key of :data:`ALIGN_ARMS`); the last validation's metrics.
 
@@ -116,7 +121,6 @@ def run_alignment(seed: int, arm: str) -> dict[str, Any]:
     """
     start = time.perf_counter()
     trainer, _, _ = fit_alignment(seed, arm)
-    out: dict[str, Any] = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
-                           if k.startswith("val/")}
+    out: dict[str, Any] = last_validation(trainer)
     out["seconds"] = round(time.perf_counter() - start, 1)
     return out
