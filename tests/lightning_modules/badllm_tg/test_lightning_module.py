@@ -42,7 +42,7 @@ def test_bad_arguments() -> None:
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, keep_clean="yes")
     with pytest.raises(TypeError, match="pool_by_victim_tokens"):
         BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, pool_by_victim_tokens=1)
-    for flag in ("freeze_word_embeddings", "repeat_triggers", "phrase_triggers"):
+    for flag in ("freeze_word_embeddings", "repeat_triggers", "phrase_triggers", "rescore_pool"):
         with pytest.raises(TypeError, match=flag):
             BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, **{flag: 1})
 
@@ -54,16 +54,22 @@ class _Trainer:
         self.datamodule = datamodule
 
 
-@pytest.mark.parametrize("keep_clean", [True, False])
-def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: bool, monkeypatch) -> None:
+def _set_up(defense: BackdoorDefense) -> TextBackdoorDataModule:
+    """Run ``defense.setup("fit")`` on a 100-sample clean corpus, outside ``fit``; returns the data."""
     data = TextBackdoorDataModule(num_samples=100, batch_size=8)
     data.setup()
+    defense._trainer = _Trainer(data)  # type: ignore[assignment]
+    defense.setup("fit")
+    return data
+
+
+@pytest.mark.parametrize("keep_clean", [True, False])
+def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: bool, monkeypatch) -> None:
     defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, defense_ratio=1.0,
                               max_triggers_per_sample=3, repeat_triggers=False, keep_clean=keep_clean,
                               pool_temperature=10.0,
                               pool_by_victim_tokens=False)  # this clean corpus' tokenizer reads cf, mn, bb as [UNK]
-    defense._trainer = _Trainer(data)  # type: ignore[assignment]
-    defense.setup("fit")
+    data = _set_up(defense)
     defense.generator.pool.add(["cf", "mn", "bb"], [0.0, 0.0, 0.0])
     seen: dict[str, object] = {}
     encode = defense.encode
@@ -93,12 +99,9 @@ def test_training_step_composes_pooled_triggers_with_true_labels(keep_clean: boo
 
 @pytest.mark.parametrize("phrase_triggers", [False, True])
 def test_repeated_triggers_go_to_own_positions_or_into_one_phrase(phrase_triggers: bool) -> None:
-    data = TextBackdoorDataModule(num_samples=100, batch_size=8)
-    data.setup()
     defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, max_triggers_per_sample=3,
                               repeat_triggers=True, phrase_triggers=phrase_triggers)
-    defense._trainer = _Trainer(data)  # type: ignore[assignment]
-    defense.setup("fit")
+    _set_up(defense)
     defense.generator.pool.add(["cf", "mn"], [0.0, -1.0])  # T = 0.02: 'mn' has weight e^-50
     clean = "the plot was dull and boring and rather weak to me"
     counts, runs = set(), set()
@@ -114,10 +117,7 @@ def test_repeated_triggers_go_to_own_positions_or_into_one_phrase(phrase_trigger
 
 def test_frozen_word_embeddings_are_not_optimised() -> None:
     defense = BackdoorDefense(victim_config=TINY_BERT, generator_config=TINY_GPT2, freeze_word_embeddings=True)
-    data = TextBackdoorDataModule(num_samples=100, batch_size=8)
-    data.setup()
-    defense._trainer = _Trainer(data)  # type: ignore[assignment]
-    defense.setup("fit")
+    _set_up(defense)
     embeddings = defense.model.get_input_embeddings().weight
     optimised = {id(p) for p in defense.optimizer_parameters()}
     assert id(embeddings) not in optimised

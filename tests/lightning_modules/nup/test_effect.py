@@ -84,9 +84,8 @@ def test_probe_ranks_samples_by_pgd_vulnerability_beyond_the_loss(seed: int) -> 
     probe adds is measured as the partial Spearman given the clean loss, which is 0 for the loss
     probe by construction and stays near 0 for the clean logit margin (a second loss-like control).
     Seeds vary the weights and the digits split. Measured (benchmarks/results/nup_effect.json,
-    seeds 0/1/2): coupling -0.914/-0.916/-0.899,
-    loss -0.900/-0.907/-0.883; partial coupling -0.49/-0.36/-0.47, spread product
-    -0.41/-0.37/-0.40, logit margin 0.04/0.17/-0.01.
+    seeds 0/1/2): coupling -0.914/-0.916/-0.899, loss -0.900/-0.907/-0.883; partial coupling
+    -0.49/-0.36/-0.47, spread product -0.41/-0.37/-0.40, logit margin 0.04/0.17/-0.01.
     """
     rho = probe_vulnerability_spearman(seed=seed)
     print(f"seed {seed}: {rho}")
